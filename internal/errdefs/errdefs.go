@@ -1,0 +1,142 @@
+// Package errdefs is StacyVM's error taxonomy. Every failure is classified
+// once, where it happens, by wrapping one of the classes below; callers test
+// the class with errors.Is and the API maps it to one HTTP status. Nothing in
+// StacyVM classifies an error by its text.
+package errdefs
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Class is an error class. A class may refine a broader one (a missing sandbox
+// is also "not found"), so errors.Is matches both the class and its parents.
+type Class struct {
+	name   string
+	parent *Class
+}
+
+func (c *Class) Error() string { return c.name }
+
+// Is reports whether target is one of c's broader classes. errors.Is already
+// handles c == target.
+func (c *Class) Is(target error) bool {
+	for p := c.parent; p != nil; p = p.parent {
+		if p == target {
+			return true
+		}
+	}
+	return false
+}
+
+func newClass(name string, parent *Class) *Class { return &Class{name: name, parent: parent} }
+
+// The classes. Broad ones first; the refinements name their parent.
+var (
+	ErrNotFound            = newClass("not found", nil)
+	ErrConflict            = newClass("conflict", nil)
+	ErrInvalidArgument     = newClass("invalid argument", nil)
+	ErrUnauthorized        = newClass("unauthorized", nil)
+	ErrUnimplemented       = newClass("unimplemented", nil)
+	ErrResourceLimit       = newClass("resource limit", nil)
+	ErrProviderUnavailable = newClass("provider unavailable", nil)
+	ErrExecTimeout         = newClass("exec timeout", nil)
+
+	ErrSandboxNotFound  = newClass("sandbox not found", ErrNotFound)
+	ErrSandboxDestroyed = newClass("sandbox destroyed", ErrNotFound)
+	ErrProviderNotFound = newClass("provider not found", ErrNotFound)
+	ErrFileNotFound     = newClass("file not found", ErrNotFound)
+)
+
+// classes lists every class, most specific first, for Classify.
+var classes = []*Class{
+	ErrSandboxNotFound, ErrSandboxDestroyed, ErrProviderNotFound, ErrFileNotFound,
+	ErrNotFound, ErrConflict, ErrInvalidArgument, ErrUnauthorized, ErrUnimplemented,
+	ErrResourceLimit, ErrProviderUnavailable, ErrExecTimeout,
+}
+
+// Classes returns every class, most specific first.
+func Classes() []*Class { return append([]*Class(nil), classes...) }
+
+// Classify returns the most specific class err belongs to, or nil when err
+// is unclassified (an internal error).
+func Classify(err error) *Class {
+	if err == nil {
+		return nil
+	}
+	for _, c := range classes {
+		if errors.Is(err, c) {
+			return c
+		}
+	}
+	return nil
+}
+
+// classified is an error with its own message that belongs to a class and
+// optionally wraps a cause.
+type classified struct {
+	class *Class
+	msg   string
+	cause error
+}
+
+func (e *classified) Error() string {
+	if e.cause != nil {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *classified) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.class, e.cause}
+	}
+	return []error{e.class}
+}
+
+// New returns an error of class c whose message is the formatted text alone
+// (no class prefix), so messages read naturally: "sandbox sb-1 not found".
+func New(c *Class, format string, args ...any) error {
+	return &classified{class: c, msg: fmt.Sprintf(format, args...)}
+}
+
+// Wrap classifies cause as c, prefixing its message with the formatted
+// text. errors.Is matches both c and anything in cause's chain. Wrap of a nil
+// cause returns nil.
+func Wrap(c *Class, cause error, format string, args ...any) error {
+	if cause == nil {
+		return nil
+	}
+	return &classified{class: c, msg: fmt.Sprintf(format, args...), cause: cause}
+}
+
+// Hinted is implemented by errors that carry advice for the caller (an AI
+// agent, mostly) on what to do next.
+type Hinted interface {
+	error
+	Hint() string
+}
+
+type hinted struct {
+	error
+	hint string
+}
+
+func (h *hinted) Unwrap() error { return h.error }
+func (h *hinted) Hint() string  { return h.hint }
+
+// WithHint attaches advice to err; Hint finds it again anywhere in the chain.
+func WithHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &hinted{error: err, hint: hint}
+}
+
+// Hint returns the first hint in err's chain, or "".
+func Hint(err error) string {
+	if h, ok := errors.AsType[Hinted](err); ok {
+		return h.Hint()
+	}
+	return ""
+}

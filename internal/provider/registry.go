@@ -1,0 +1,134 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+)
+
+// Registry holds the providers this server can use, and the ones that
+// declined to load on this host together with their reason.
+type Registry struct {
+	mu       sync.RWMutex
+	entries  map[string]*entry
+	order    []string
+	fallback string
+}
+
+type entry struct {
+	p      Provider
+	reason error // non-nil when the provider declined to load
+}
+
+// Entry is one registered or declined provider.
+type Entry struct {
+	Name     string
+	Provider Provider // nil when declined
+	Reason   error    // why it declined to load; nil when loaded
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{entries: map[string]*entry{}} }
+
+// Register adds a loaded provider. A second provider with the same name
+// replaces the first.
+func (r *Registry) Register(p Provider) { r.put(p.Name(), &entry{p: p}) }
+
+// Decline records that the named provider cannot run on this host and why;
+// Get then fails with errdefs.ErrProviderUnavailable carrying that reason.
+func (r *Registry) Decline(name string, reason error) {
+	if reason == nil {
+		reason = fmt.Errorf("declined without a reason")
+	}
+	r.put(name, &entry{reason: reason})
+}
+
+func (r *Registry) put(name string, e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.entries[name]; !ok {
+		r.order = append(r.order, name)
+	}
+	r.entries[name] = e
+}
+
+// Get returns the named loaded provider.
+func (r *Registry) Get(name string) (Provider, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.entries[name]
+	if !ok {
+		return nil, errdefs.New(errdefs.ErrProviderNotFound, "provider %q is not registered", name)
+	}
+	if e.reason != nil {
+		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, e.reason, "provider %q cannot run on this host", name)
+	}
+	return e.p, nil
+}
+
+// Entries lists every provider, loaded or declined, in registration order.
+func (r *Registry) Entries() []Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Entry, 0, len(r.order))
+	for _, n := range r.order {
+		e := r.entries[n]
+		out = append(out, Entry{Name: n, Provider: e.p, Reason: e.reason})
+	}
+	return out
+}
+
+// SetDefault names the provider used when a request names none. The name
+// "auto" (or "") means Auto's choice at the time of each call.
+func (r *Registry) SetDefault(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fallback = name
+}
+
+// DefaultName returns the configured default ("auto" when unset).
+func (r *Registry) DefaultName() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.fallback == "" {
+		return "auto"
+	}
+	return r.fallback
+}
+
+// Default returns the default provider.
+func (r *Registry) Default(ctx context.Context) (Provider, error) {
+	if n := r.DefaultName(); n != "auto" {
+		return r.Get(n)
+	}
+	return r.Auto(ctx)
+}
+
+// Auto returns the loaded, healthy provider with the strongest isolation;
+// ties go to the one registered first.
+func (r *Registry) Auto(ctx context.Context) (Provider, error) {
+	var candidates []Provider
+	for _, e := range r.Entries() {
+		if e.Provider != nil {
+			candidates = append(candidates, e.Provider)
+		}
+	}
+	slices.SortStableFunc(candidates, func(a, b Provider) int {
+		return int(b.Capabilities().Isolation) - int(a.Capabilities().Isolation)
+	})
+	var lastErr error
+	for _, p := range candidates {
+		if err := p.Health(ctx); err != nil {
+			lastErr = err
+			continue
+		}
+		return p, nil
+	}
+	if lastErr != nil {
+		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, lastErr, "no provider is healthy")
+	}
+	return nil, errdefs.New(errdefs.ErrProviderUnavailable, "no provider is loaded")
+}

@@ -1,0 +1,93 @@
+// Package store is StacyVM's persistence contract: sandboxes (with their
+// state history) and templates. Package store/sqlite implements it; package
+// store/storetest is the contract suite every implementation must pass.
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store persists sandbox and template records. Implementations classify
+// errors with errdefs: a missing record is errdefs.ErrNotFound (for
+// sandboxes, errdefs.ErrSandboxNotFound), a duplicate key errdefs.ErrConflict.
+// Every method is safe for concurrent use.
+type Store interface {
+	// CreateSandbox inserts a new record and its first history entry.
+	CreateSandbox(ctx context.Context, sb Sandbox) error
+	GetSandbox(ctx context.Context, id string) (Sandbox, error)
+	// ListSandboxes returns matching records, newest first.
+	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error)
+	// UpdateSandbox replaces a record's mutable fields (everything but ID and
+	// CreatedAt). When the state changes a history entry is appended with
+	// sb.LastError as its reason.
+	UpdateSandbox(ctx context.Context, sb Sandbox) error
+	// History returns a sandbox's state transitions, oldest first.
+	History(ctx context.Context, id string) ([]Transition, error)
+
+	CreateTemplate(ctx context.Context, t Template) error
+	GetTemplate(ctx context.Context, name string) (Template, error)
+	ListTemplates(ctx context.Context) ([]Template, error)
+	// UpdateTemplate replaces a template; Version is bumped by the store.
+	UpdateTemplate(ctx context.Context, t Template) (Template, error)
+	DeleteTemplate(ctx context.Context, name string) error
+
+	Close() error
+}
+
+// Sandbox is the durable record of one sandbox.
+type Sandbox struct {
+	ID       string
+	Provider string
+	Image    string
+	State    string // provider.State values
+	OwnerID  string
+	Template string
+	MemoryMB int
+	VCPUs    int
+	DiskMB   int
+	Metadata map[string]string
+	Env      map[string]string // applied to every exec (from the template)
+	// Handle is the provider's own name for the runtime, kept so that it can
+	// be found again after a restart.
+	Handle    string
+	LastError string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// SandboxFilter selects sandboxes; zero fields match everything.
+type SandboxFilter struct {
+	OwnerID  string
+	Provider string
+	States   []string // any of these
+	// ExcludeDestroyed drops records in state "destroyed".
+	ExcludeDestroyed bool
+	// ExpiredBefore, when set, keeps records whose ExpiresAt is before it.
+	ExpiredBefore time.Time
+}
+
+// Transition is one entry in a sandbox's state history.
+type Transition struct {
+	State  string
+	Reason string
+	At     time.Time
+}
+
+// Template is a named sandbox recipe.
+type Template struct {
+	Name        string
+	Version     int
+	Image       string
+	Description string
+	Setup       []string // shell commands run once after spawn
+	Env         map[string]string
+	MemoryMB    int
+	CPUCores    int
+	TTLSeconds  int
+	PoolSize    int
+	Provider    string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
