@@ -1,0 +1,679 @@
+// Package orchestrator owns sandbox lifecycles: it validates requests,
+// chooses providers, keeps the store and the runtimes in agreement (spawn,
+// destroy, the TTL reaper, reconcile after a restart), applies templates,
+// enforces limits and publishes events. The API calls it; it calls
+// providers and the store.
+package orchestrator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/store"
+)
+
+// Config tunes a Manager. Zero values take the defaults in DefaultConfig.
+type Config struct {
+	DefaultTTL         time.Duration
+	MaxTTL             time.Duration
+	DefaultExecTimeout time.Duration
+	MaxExecTimeout     time.Duration
+	MaxSandboxes       int // live sandboxes at once; 0 means no limit
+	MaxPerOwner        int // live sandboxes per owner; 0 means no limit
+	ReaperInterval     time.Duration
+	DefaultImage       string
+	DefaultMemoryMB    int
+	DefaultVCPUs       int
+	// Orphans says what reconcile does with a runtime that has no record:
+	// OrphansAdopt (default) or OrphansDestroy.
+	Orphans string
+	// MaxOutputBytes caps what a buffered exec keeps of each stream; the
+	// rest is dropped and the result says it was truncated.
+	MaxOutputBytes int
+
+	Logger   *slog.Logger
+	Observer Observer
+	Now      func() time.Time
+}
+
+// Orphan policies.
+const (
+	OrphansAdopt   = "adopt"
+	OrphansDestroy = "destroy"
+)
+
+// DefaultConfig is what the zero Config means.
+func DefaultConfig() Config {
+	return Config{
+		DefaultTTL:         30 * time.Minute,
+		MaxTTL:             24 * time.Hour,
+		DefaultExecTimeout: 60 * time.Second,
+		MaxExecTimeout:     time.Hour,
+		MaxSandboxes:       100,
+		ReaperInterval:     30 * time.Second,
+		DefaultMemoryMB:    512,
+		DefaultVCPUs:       1,
+		Orphans:            OrphansAdopt,
+		MaxOutputBytes:     16 << 20,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.DefaultTTL <= 0 {
+		c.DefaultTTL = d.DefaultTTL
+	}
+	if c.MaxTTL <= 0 {
+		c.MaxTTL = d.MaxTTL
+	}
+	if c.DefaultExecTimeout <= 0 {
+		c.DefaultExecTimeout = d.DefaultExecTimeout
+	}
+	if c.MaxExecTimeout <= 0 {
+		c.MaxExecTimeout = d.MaxExecTimeout
+	}
+	if c.ReaperInterval <= 0 {
+		c.ReaperInterval = d.ReaperInterval
+	}
+	if c.DefaultMemoryMB <= 0 {
+		c.DefaultMemoryMB = d.DefaultMemoryMB
+	}
+	if c.DefaultVCPUs <= 0 {
+		c.DefaultVCPUs = d.DefaultVCPUs
+	}
+	if c.Orphans == "" {
+		c.Orphans = d.Orphans
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = d.MaxOutputBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Observer receives measurements; the metrics package implements it. Calls
+// must be cheap and must not block.
+type Observer interface {
+	// Op records one provider operation ("spawn", "exec", "file_write"…).
+	Op(providerName, op string, d time.Duration, err error)
+	// Action records what the reaper or reconcile did ("expired",
+	// "adopted", "destroyed", "marked_error"…).
+	Action(source, action string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Op(string, string, time.Duration, error) {}
+func (nopObserver) Action(string, string)                   {}
+
+// Manager is the orchestrator. Create it with New, call Reconcile once
+// before serving, then Run for the reaper.
+type Manager struct {
+	store store.Store
+	reg   *provider.Registry
+	cfg   Config
+	bus   *events.Bus
+	log   *slog.Logger
+	start time.Time
+
+	mu   sync.RWMutex
+	live map[string]store.Sandbox // records not destroyed, by ID
+
+	spawns, execs, failures atomic.Int64
+}
+
+// New returns a Manager over st and reg.
+func New(st store.Store, reg *provider.Registry, cfg Config) *Manager {
+	cfg = cfg.withDefaults()
+	return &Manager{
+		store: st,
+		reg:   reg,
+		cfg:   cfg,
+		bus:   events.NewBus(1000, 256),
+		log:   cfg.Logger,
+		start: cfg.Now(),
+		live:  map[string]store.Sandbox{},
+	}
+}
+
+// Events is the bus the Manager publishes to.
+func (m *Manager) Events() *events.Bus { return m.bus }
+
+// Registry is the provider registry the Manager uses.
+func (m *Manager) Registry() *provider.Registry { return m.reg }
+
+// Config returns the effective configuration.
+func (m *Manager) Config() Config { return m.cfg }
+
+func (m *Manager) now() time.Time { return m.cfg.Now().UTC() }
+
+func (m *Manager) publish(typ, sandboxID string, data map[string]string) {
+	m.bus.Publish(events.Event{Type: typ, SandboxID: sandboxID, Data: data})
+}
+
+// newID returns "sb-" and 24 random hex characters.
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return "sb-" + hex.EncodeToString(b[:])
+}
+
+// SpawnRequest asks for a new sandbox. Zero fields take the template's
+// values, then the configured defaults.
+type SpawnRequest struct {
+	Image    string
+	Provider string
+	MemoryMB int
+	VCPUs    int
+	DiskMB   int
+	TTL      time.Duration // 0: default; negative: invalid
+	Template string
+	OwnerID  string
+	Metadata map[string]string
+	Network  string
+}
+
+// Spawn creates a sandbox and returns its record in state running. On any
+// failure the runtime is removed and the record ends in state error.
+func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, error) {
+	var tmpl *store.Template
+	if req.Template != "" {
+		t, err := m.store.GetTemplate(ctx, req.Template)
+		if err != nil {
+			if errors.Is(err, errdefs.ErrNotFound) {
+				return store.Sandbox{}, errdefs.New(errdefs.ErrNotFound, "template %q not found", req.Template)
+			}
+			return store.Sandbox{}, err
+		}
+		tmpl = &t
+		req = applyTemplate(req, t)
+	}
+	if req.Image == "" {
+		req.Image = m.cfg.DefaultImage
+	}
+	if err := m.validateSpawn(req); err != nil {
+		return store.Sandbox{}, err
+	}
+	if req.TTL == 0 {
+		req.TTL = m.cfg.DefaultTTL
+	}
+	if req.MemoryMB == 0 {
+		req.MemoryMB = m.cfg.DefaultMemoryMB
+	}
+	if req.VCPUs == 0 {
+		req.VCPUs = m.cfg.DefaultVCPUs
+	}
+	p, err := m.providerFor(ctx, req.Provider)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+
+	now := m.now()
+	sb := store.Sandbox{
+		ID:        newID(),
+		Provider:  p.Name(),
+		Image:     req.Image,
+		State:     string(provider.StateCreating),
+		OwnerID:   req.OwnerID,
+		Template:  req.Template,
+		MemoryMB:  req.MemoryMB,
+		VCPUs:     req.VCPUs,
+		DiskMB:    req.DiskMB,
+		Metadata:  maps.Clone(req.Metadata),
+		CreatedAt: now,
+		UpdatedAt: now,
+		ExpiresAt: now.Add(req.TTL),
+	}
+	if tmpl != nil {
+		sb.Env = maps.Clone(tmpl.Env)
+	}
+	if err := m.reserve(sb); err != nil {
+		return store.Sandbox{}, err
+	}
+	if err := m.store.CreateSandbox(ctx, sb); err != nil {
+		m.forget(sb.ID)
+		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
+	}
+	m.publish(events.SandboxCreated, sb.ID, map[string]string{"provider": sb.Provider, "image": sb.Image})
+	m.spawns.Add(1)
+
+	start := time.Now()
+	info, err := p.Spawn(ctx, provider.Spec{
+		ID: sb.ID, Image: sb.Image, MemoryMB: sb.MemoryMB, VCPUs: sb.VCPUs, DiskMB: sb.DiskMB,
+		Env: sb.Env, OwnerID: sb.OwnerID, Template: sb.Template, Metadata: sb.Metadata,
+		Network: req.Network,
+	})
+	m.cfg.Observer.Op(sb.Provider, "spawn", time.Since(start), err)
+	if err != nil {
+		// The provider promises to leave nothing behind on a failed spawn.
+		m.fail(sb, err)
+		return store.Sandbox{}, err
+	}
+	sb.Handle = info.Handle
+
+	if tmpl != nil && len(tmpl.Setup) > 0 {
+		if err := m.runSetup(ctx, p, sb, tmpl.Setup); err != nil {
+			m.destroyRuntime(p, sb.ID)
+			m.fail(sb, err)
+			return store.Sandbox{}, err
+		}
+	}
+
+	sb.State = string(provider.StateRunning)
+	sb.UpdatedAt = m.now()
+	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
+		m.destroyRuntime(p, sb.ID)
+		m.fail(sb, err)
+		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
+	}
+	m.remember(sb)
+	m.publish(events.SandboxRunning, sb.ID, nil)
+	m.log.Info("sandbox spawned", "sandbox", sb.ID, "provider", sb.Provider, "image", sb.Image,
+		"duration", time.Since(start))
+	return sb, nil
+}
+
+func applyTemplate(req SpawnRequest, t store.Template) SpawnRequest {
+	if req.Image == "" {
+		req.Image = t.Image
+	}
+	if req.Provider == "" {
+		req.Provider = t.Provider
+	}
+	if req.MemoryMB == 0 {
+		req.MemoryMB = t.MemoryMB
+	}
+	if req.VCPUs == 0 {
+		req.VCPUs = t.CPUCores
+	}
+	if req.TTL == 0 && t.TTLSeconds > 0 {
+		req.TTL = time.Duration(t.TTLSeconds) * time.Second
+	}
+	return req
+}
+
+func (m *Manager) validateSpawn(req SpawnRequest) error {
+	switch {
+	case req.Image == "":
+		return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "image is required"),
+			"pass an image (or a template), or configure sandbox.default_image")
+	case req.MemoryMB < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must not be negative")
+	case req.VCPUs < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "vcpus must not be negative")
+	case req.DiskMB < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "disk_mb must not be negative")
+	case req.TTL < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "ttl must be positive")
+	case req.TTL > m.cfg.MaxTTL:
+		return errdefs.New(errdefs.ErrInvalidArgument, "ttl %s exceeds the maximum of %s", req.TTL, m.cfg.MaxTTL)
+	case req.Network != "" && req.Network != "none" && req.Network != "bridge":
+		return errdefs.New(errdefs.ErrInvalidArgument, "network must be \"none\" or \"bridge\", not %q", req.Network)
+	}
+	for k := range req.Metadata {
+		if k == "" {
+			return errdefs.New(errdefs.ErrInvalidArgument, "metadata keys must not be empty")
+		}
+	}
+	return nil
+}
+
+func (m *Manager) providerFor(ctx context.Context, name string) (provider.Provider, error) {
+	if name == "" || name == "auto" {
+		return m.reg.Default(ctx)
+	}
+	return m.reg.Get(name)
+}
+
+// reserve enforces the limits and claims a place for sb atomically, so
+// that concurrent spawns cannot overshoot.
+func (m *Manager) reserve(sb store.Sandbox) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	total, owned := 0, 0
+	for _, s := range m.live {
+		if s.State == string(provider.StateError) {
+			continue
+		}
+		total++
+		if sb.OwnerID != "" && s.OwnerID == sb.OwnerID {
+			owned++
+		}
+	}
+	if m.cfg.MaxSandboxes > 0 && total >= m.cfg.MaxSandboxes {
+		return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit,
+			"the server already runs its maximum of %d sandboxes", m.cfg.MaxSandboxes),
+			"destroy sandboxes you no longer need, or retry later")
+	}
+	if m.cfg.MaxPerOwner > 0 && sb.OwnerID != "" && owned >= m.cfg.MaxPerOwner {
+		return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit,
+			"owner %q already has its maximum of %d sandboxes", sb.OwnerID, m.cfg.MaxPerOwner),
+			"destroy sandboxes you no longer need, or retry later")
+	}
+	m.live[sb.ID] = sb
+	return nil
+}
+
+func (m *Manager) remember(sb store.Sandbox) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live[sb.ID] = sb
+}
+
+func (m *Manager) forget(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.live, id)
+}
+
+// fail records a failed spawn. The record stays (state error, with the
+// reason) so that the caller can see what happened; it holds no runtime.
+func (m *Manager) fail(sb store.Sandbox, cause error) {
+	m.failures.Add(1)
+	sb.State = string(provider.StateError)
+	sb.LastError = cause.Error()
+	sb.UpdatedAt = m.now()
+	if err := m.store.UpdateSandbox(context.Background(), sb); err != nil {
+		m.log.Error("record failed spawn", "sandbox", sb.ID, "err", err)
+	}
+	m.remember(sb)
+	m.publish(events.SandboxError, sb.ID, map[string]string{"error": sb.LastError})
+	m.log.Warn("spawn failed", "sandbox", sb.ID, "provider", sb.Provider, "err", cause)
+}
+
+// destroyRuntime removes a runtime even when the caller's context is gone.
+func (m *Manager) destroyRuntime(p provider.Provider, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err := p.Destroy(ctx, id)
+	m.cfg.Observer.Op(p.Name(), "destroy", time.Since(start), err)
+	if err != nil {
+		m.log.Error("destroy runtime", "sandbox", id, "provider", p.Name(), "err", err)
+	}
+}
+
+func (m *Manager) runSetup(ctx context.Context, p provider.Provider, sb store.Sandbox, setup []string) error {
+	for i, cmd := range setup {
+		res, err := m.execOn(ctx, p, sb, ExecRequest{Command: cmd})
+		if err != nil {
+			return errdefs.Wrap(errdefs.ErrInvalidArgument, err, "template %q setup command %d (%q) failed", sb.Template, i+1, cmd)
+		}
+		if res.ExitCode != 0 {
+			return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument,
+				"template %q setup command %d (%q) exited %d: %s", sb.Template, i+1, cmd, res.ExitCode, tail(res.Stderr, 512)),
+				"fix the template's setup commands")
+		}
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// Get returns a sandbox's record. A destroyed sandbox is
+// errdefs.ErrSandboxDestroyed.
+func (m *Manager) Get(ctx context.Context, id string) (store.Sandbox, error) {
+	m.mu.RLock()
+	sb, ok := m.live[id]
+	m.mu.RUnlock()
+	if ok {
+		return sb, nil
+	}
+	sb, err := m.store.GetSandbox(ctx, id)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return store.Sandbox{}, errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
+		}
+		return store.Sandbox{}, err
+	}
+	if sb.State == string(provider.StateDestroyed) {
+		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", id),
+			"spawn a new sandbox")
+	}
+	return sb, nil
+}
+
+// History returns a sandbox's state transitions, destroyed ones included.
+func (m *Manager) History(ctx context.Context, id string) ([]store.Transition, error) {
+	h, err := m.store.History(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
+	}
+	return h, err
+}
+
+// ListFilter selects sandboxes for List.
+type ListFilter struct {
+	OwnerID  string
+	State    string
+	Provider string
+}
+
+// List returns the sandboxes that are not destroyed, newest first. A
+// filter on state "destroyed" lists destroyed ones.
+func (m *Manager) List(ctx context.Context, f ListFilter) ([]store.Sandbox, error) {
+	sf := store.SandboxFilter{OwnerID: f.OwnerID, Provider: f.Provider, ExcludeDestroyed: true}
+	if f.State != "" {
+		if !validState(f.State) {
+			return nil, errdefs.New(errdefs.ErrInvalidArgument, "unknown state %q", f.State)
+		}
+		sf.States = []string{f.State}
+		sf.ExcludeDestroyed = f.State != string(provider.StateDestroyed)
+	}
+	return m.store.ListSandboxes(ctx, sf)
+}
+
+func validState(s string) bool {
+	switch provider.State(s) {
+	case provider.StateCreating, provider.StateRunning, provider.StateStopped,
+		provider.StatePaused, provider.StateDestroyed, provider.StateError:
+		return true
+	}
+	return false
+}
+
+// Destroy removes a sandbox's runtime and marks its record destroyed. A
+// runtime that is already gone is fine; a sandbox already destroyed is
+// errdefs.ErrSandboxDestroyed.
+func (m *Manager) Destroy(ctx context.Context, id string) error {
+	sb, err := m.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	return m.destroy(ctx, sb, "destroyed on request", events.SandboxDestroyed)
+}
+
+func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventType string) error {
+	p, err := m.reg.Get(sb.Provider)
+	if err != nil {
+		// Without its provider the runtime cannot be removed; keep the
+		// record so that nothing is leaked unnoticed.
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "cannot destroy sandbox %s", sb.ID)
+	}
+	start := time.Now()
+	err = p.Destroy(context.WithoutCancel(ctx), sb.ID)
+	m.cfg.Observer.Op(sb.Provider, "destroy", time.Since(start), err)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("destroy sandbox %s: %w", sb.ID, err)
+	}
+	sb.State = string(provider.StateDestroyed)
+	sb.LastError = reason
+	sb.UpdatedAt = m.now()
+	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
+		return fmt.Errorf("record destroyed sandbox %s: %w", sb.ID, err)
+	}
+	m.forget(sb.ID)
+	m.publish(eventType, sb.ID, map[string]string{"reason": reason})
+	m.log.Info("sandbox destroyed", "sandbox", sb.ID, "reason", reason)
+	return nil
+}
+
+// Extend moves a sandbox's expiry to now+ttl, never earlier than it was.
+func (m *Manager) Extend(ctx context.Context, id string, ttl time.Duration) (store.Sandbox, error) {
+	if ttl <= 0 {
+		return store.Sandbox{}, errdefs.New(errdefs.ErrInvalidArgument, "ttl must be positive")
+	}
+	if ttl > m.cfg.MaxTTL {
+		return store.Sandbox{}, errdefs.New(errdefs.ErrInvalidArgument, "ttl %s exceeds the maximum of %s", ttl, m.cfg.MaxTTL)
+	}
+	sb, err := m.running(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if exp := m.now().Add(ttl); exp.After(sb.ExpiresAt) {
+		sb.ExpiresAt = exp
+	}
+	sb.UpdatedAt = m.now()
+	if err := m.store.UpdateSandbox(ctx, sb); err != nil {
+		return store.Sandbox{}, err
+	}
+	m.remember(sb)
+	m.publish(events.SandboxExtended, sb.ID, map[string]string{"expires_at": sb.ExpiresAt.Format(time.RFC3339)})
+	return sb, nil
+}
+
+// Prune destroys every sandbox whose TTL has run out and returns how many.
+func (m *Manager) Prune(ctx context.Context) (int, error) {
+	expired, err := m.store.ListSandboxes(ctx, store.SandboxFilter{ExcludeDestroyed: true, ExpiredBefore: m.now()})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, sb := range expired {
+		if err := m.destroy(ctx, sb, "ttl expired", events.SandboxExpired); err != nil {
+			errs = append(errs, err)
+			m.cfg.Observer.Action("reaper", "failed")
+			continue
+		}
+		m.cfg.Observer.Action("reaper", "expired")
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// Run reaps expired sandboxes every ReaperInterval until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.cfg.ReaperInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := m.Prune(ctx); err != nil {
+				m.log.Error("reaper", "err", err, "reaped", n)
+			} else if n > 0 {
+				m.log.Info("reaper", "reaped", n)
+			}
+		}
+	}
+}
+
+// running returns a live sandbox that can take guest operations.
+func (m *Manager) running(ctx context.Context, id string) (store.Sandbox, error) {
+	sb, err := m.Get(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	switch provider.State(sb.State) {
+	case provider.StateRunning:
+	case provider.StateError:
+		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is in state error: %s", id, sb.LastError),
+			"destroy it and spawn a new one")
+	default:
+		return store.Sandbox{}, errdefs.New(errdefs.ErrConflict, "sandbox %s is %s, not running", id, sb.State)
+	}
+	if !sb.ExpiresAt.After(m.now()) {
+		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s expired at %s", id, sb.ExpiresAt.Format(time.RFC3339)),
+			"spawn a new sandbox, and extend its TTL before it runs out")
+	}
+	return sb, nil
+}
+
+// Counts returns how many sandboxes the store holds in each state.
+func (m *Manager) Counts(ctx context.Context) (map[string]int, error) {
+	all, err := m.store.ListSandboxes(ctx, store.SandboxFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, sb := range all {
+		out[sb.State]++
+	}
+	return out, nil
+}
+
+// Stats is the JSON metrics summary.
+type Stats struct {
+	Uptime            time.Duration
+	SandboxesByState  map[string]int
+	SandboxesByProv   map[string]int
+	SpawnsTotal       int64
+	ExecsTotal        int64
+	SpawnFailures     int64
+	EventsPublished   uint64
+	ProvidersLoaded   []string
+	ProvidersDeclined []string
+}
+
+// Stats summarises the Manager's state.
+func (m *Manager) Stats(ctx context.Context) (Stats, error) {
+	counts, err := m.Counts(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	byProv := map[string]int{}
+	m.mu.RLock()
+	for _, sb := range m.live {
+		byProv[sb.Provider]++
+	}
+	m.mu.RUnlock()
+	s := Stats{
+		Uptime:           m.cfg.Now().Sub(m.start),
+		SandboxesByState: counts,
+		SandboxesByProv:  byProv,
+		SpawnsTotal:      m.spawns.Load(),
+		ExecsTotal:       m.execs.Load(),
+		SpawnFailures:    m.failures.Load(),
+		EventsPublished:  m.bus.LastID(),
+	}
+	for _, e := range m.reg.Entries() {
+		if e.Reason != nil {
+			s.ProvidersDeclined = append(s.ProvidersDeclined, e.Name)
+		} else {
+			s.ProvidersLoaded = append(s.ProvidersLoaded, e.Name)
+		}
+	}
+	slices.Sort(s.ProvidersLoaded)
+	slices.Sort(s.ProvidersDeclined)
+	return s, nil
+}
+
+// Uptime is how long the Manager has existed.
+func (m *Manager) Uptime() time.Duration { return m.cfg.Now().Sub(m.start) }

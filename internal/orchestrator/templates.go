@@ -1,0 +1,119 @@
+package orchestrator
+
+import (
+	"context"
+	"regexp"
+	"strings"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/store"
+)
+
+var templateName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
+
+func (m *Manager) validateTemplate(t store.Template) error {
+	switch {
+	case t.Name == "":
+		return errdefs.New(errdefs.ErrInvalidArgument, "name is required")
+	case !templateName.MatchString(t.Name):
+		return errdefs.New(errdefs.ErrInvalidArgument,
+			"name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)", t.Name)
+	case t.Image == "":
+		return errdefs.New(errdefs.ErrInvalidArgument, "image is required")
+	case t.MemoryMB < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must not be negative")
+	case t.CPUCores < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "cpu_cores must not be negative")
+	case t.TTLSeconds < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "ttl_seconds must not be negative")
+	case t.PoolSize < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "pool_size must not be negative")
+	}
+	for i, c := range t.Setup {
+		if strings.TrimSpace(c) == "" {
+			return errdefs.New(errdefs.ErrInvalidArgument, "setup command %d is empty", i+1)
+		}
+	}
+	for k := range t.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return errdefs.New(errdefs.ErrInvalidArgument, "env name %q is invalid", k)
+		}
+	}
+	if t.Provider != "" && t.Provider != "auto" {
+		if _, err := m.reg.Get(t.Provider); err != nil && errdefs.Classify(err) == errdefs.ErrProviderNotFound {
+			return errdefs.New(errdefs.ErrInvalidArgument, "provider %q is not registered", t.Provider)
+		}
+	}
+	return nil
+}
+
+// CreateTemplate stores a new template; a duplicate name is
+// errdefs.ErrConflict.
+func (m *Manager) CreateTemplate(ctx context.Context, t store.Template) (store.Template, error) {
+	if err := m.validateTemplate(t); err != nil {
+		return store.Template{}, err
+	}
+	now := m.now()
+	t.Version, t.CreatedAt, t.UpdatedAt = 1, now, now
+	if err := m.store.CreateTemplate(ctx, t); err != nil {
+		if errdefs.Classify(err) == errdefs.ErrConflict {
+			return store.Template{}, errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "template %q already exists", t.Name),
+				"update it with PUT, or choose another name")
+		}
+		return store.Template{}, err
+	}
+	m.publish(events.TemplateCreated, "", map[string]string{"name": t.Name})
+	return t, nil
+}
+
+// GetTemplate returns one template.
+func (m *Manager) GetTemplate(ctx context.Context, name string) (store.Template, error) {
+	t, err := m.store.GetTemplate(ctx, name)
+	if errdefs.Classify(err) == errdefs.ErrNotFound {
+		return store.Template{}, errdefs.New(errdefs.ErrNotFound, "template %q not found", name)
+	}
+	return t, err
+}
+
+// ListTemplates returns every template.
+func (m *Manager) ListTemplates(ctx context.Context) ([]store.Template, error) {
+	return m.store.ListTemplates(ctx)
+}
+
+// UpdateTemplate replaces the template called name; t.Name must be empty
+// or equal to name.
+func (m *Manager) UpdateTemplate(ctx context.Context, name string, t store.Template) (store.Template, error) {
+	if t.Name == "" {
+		t.Name = name
+	}
+	if t.Name != name {
+		return store.Template{}, errdefs.New(errdefs.ErrInvalidArgument, "name %q in the body does not match %q in the path", t.Name, name)
+	}
+	if err := m.validateTemplate(t); err != nil {
+		return store.Template{}, err
+	}
+	t.UpdatedAt = m.now()
+	out, err := m.store.UpdateTemplate(ctx, t)
+	if errdefs.Classify(err) == errdefs.ErrNotFound {
+		return store.Template{}, errdefs.New(errdefs.ErrNotFound, "template %q not found", name)
+	}
+	if err != nil {
+		return store.Template{}, err
+	}
+	m.publish(events.TemplateUpdated, "", map[string]string{"name": name})
+	return out, nil
+}
+
+// DeleteTemplate removes a template; sandboxes spawned from it live on.
+func (m *Manager) DeleteTemplate(ctx context.Context, name string) error {
+	err := m.store.DeleteTemplate(ctx, name)
+	if errdefs.Classify(err) == errdefs.ErrNotFound {
+		return errdefs.New(errdefs.ErrNotFound, "template %q not found", name)
+	}
+	if err != nil {
+		return err
+	}
+	m.publish(events.TemplateDeleted, "", map[string]string{"name": name})
+	return nil
+}
