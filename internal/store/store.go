@@ -13,10 +13,13 @@ import (
 // sandboxes, errdefs.ErrSandboxNotFound), a duplicate key errdefs.ErrConflict.
 // Every method is safe for concurrent use.
 type Store interface {
-	// CreateSandbox inserts a new record and its first history entry.
+	// CreateSandbox inserts a new record and its first history entry. A
+	// zero CreatedAt is set to now, a zero UpdatedAt to CreatedAt; a zero
+	// ExpiresAt means the record never expires.
 	CreateSandbox(ctx context.Context, sb Sandbox) error
 	GetSandbox(ctx context.Context, id string) (Sandbox, error)
-	// ListSandboxes returns matching records, newest first.
+	// ListSandboxes returns matching records, newest first (by CreatedAt,
+	// ties by ID ascending).
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error)
 	// UpdateSandbox replaces a record's mutable fields (everything but ID and
 	// CreatedAt). When the state changes a history entry is appended with
@@ -25,10 +28,13 @@ type Store interface {
 	// History returns a sandbox's state transitions, oldest first.
 	History(ctx context.Context, id string) ([]Transition, error)
 
+	// CreateTemplate stores t as version 1: Version is owned by the store.
 	CreateTemplate(ctx context.Context, t Template) error
 	GetTemplate(ctx context.Context, name string) (Template, error)
 	ListTemplates(ctx context.Context) ([]Template, error)
 	// UpdateTemplate replaces a template; Version is bumped by the store.
+	// It returns the template as stored: CreatedAt kept, UpdatedAt moved
+	// forward (to t.UpdatedAt when that is later than the stored value).
 	UpdateTemplate(ctx context.Context, t Template) (Template, error)
 	DeleteTemplate(ctx context.Context, name string) error
 
@@ -64,7 +70,8 @@ type SandboxFilter struct {
 	States   []string // any of these
 	// ExcludeDestroyed drops records in state "destroyed".
 	ExcludeDestroyed bool
-	// ExpiredBefore, when set, keeps records whose ExpiresAt is before it.
+	// ExpiredBefore, when set, keeps records whose ExpiresAt is before it
+	// (a zero ExpiresAt never expires).
 	ExpiredBefore time.Time
 }
 

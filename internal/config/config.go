@@ -1,0 +1,181 @@
+// Package config is the server's configuration: built-in defaults, then one
+// YAML file, then STACYVM_<SECTION>_<KEY> environment variables, then
+// explicit overrides (the CLI's flags), each overriding the one before.
+//
+// Every setting is a field of a section struct, addressed as
+// "section.key" after their yaml tags. One reflective mechanism parses
+// strings into those fields for both the environment and overrides, so a new
+// setting is a new struct field (plus its default and its check in
+// Validate).
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration. Fields tagged secret:"true" are
+// redacted when printed.
+type Config struct {
+	Server      ServerConfig      `yaml:"server"`
+	Store       StoreConfig       `yaml:"store"`
+	Log         LogConfig         `yaml:"log"`
+	Sandbox     SandboxConfig     `yaml:"sandbox"`
+	Provider    ProviderConfig    `yaml:"provider"`
+	Mock        MockConfig        `yaml:"mock"`
+	Docker      DockerConfig      `yaml:"docker"`
+	Proot       ProotConfig       `yaml:"proot"`
+	Custom      CustomConfig      `yaml:"custom"`
+	Firecracker FirecrackerConfig `yaml:"firecracker"`
+}
+
+// ServerConfig is the HTTP API server.
+type ServerConfig struct {
+	Listen string `yaml:"listen"`
+	// APIKey, when set, is required in X-API-Key on every /api/v1 route
+	// but the health check.
+	APIKey      string   `yaml:"api_key" secret:"true"`
+	CORSOrigins []string `yaml:"cors_origins"`
+	// MaxBodyBytes bounds JSON request bodies other than file writes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxFileBytes bounds a file written through JSON (POST .../files).
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+	// MaxUploadBytes bounds a raw upload (PUT .../files/raw); 0 is no limit.
+	MaxUploadBytes  int64         `yaml:"max_upload_bytes"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// StoreConfig is the SQLite database.
+type StoreConfig struct {
+	Path string `yaml:"path"`
+}
+
+// LogConfig is the process log.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error
+	Format string `yaml:"format"` // text or json
+}
+
+// SandboxConfig holds the orchestrator's limits and defaults.
+type SandboxConfig struct {
+	DefaultTTL         time.Duration `yaml:"default_ttl"`
+	MaxTTL             time.Duration `yaml:"max_ttl"`
+	DefaultExecTimeout time.Duration `yaml:"default_exec_timeout"`
+	MaxExecTimeout     time.Duration `yaml:"max_exec_timeout"`
+	MaxSandboxes       int           `yaml:"max_sandboxes"`
+	MaxPerOwner        int           `yaml:"max_per_owner"` // 0: unlimited
+	ReaperInterval     time.Duration `yaml:"reaper_interval"`
+	DefaultImage       string        `yaml:"default_image"`
+	DefaultMemoryMB    int           `yaml:"default_memory_mb"`
+	DefaultVCPUs       int           `yaml:"default_vcpus"`
+	// Orphans says what reconcile does with a runtime that has no record:
+	// OrphansAdopt or OrphansDestroy.
+	Orphans string `yaml:"orphans"`
+}
+
+// The values of SandboxConfig.Orphans.
+const (
+	OrphansAdopt   = "adopt"
+	OrphansDestroy = "destroy"
+)
+
+// ProviderConfig selects providers.
+type ProviderConfig struct {
+	// Default is the provider used when a request names none; "auto" picks
+	// the best one that is healthy.
+	Default string `yaml:"default"`
+	// Enabled lists the providers to load; empty means every one that can.
+	Enabled []string `yaml:"enabled"`
+}
+
+// ProviderAuto is ProviderConfig.Default's "choose for me".
+const ProviderAuto = "auto"
+
+// ProviderNames are the providers this configuration has a section for.
+var ProviderNames = []string{"mock", "docker", "proot", "custom", "firecracker"}
+
+// MockConfig is the test double provider.
+type MockConfig struct {
+	Dir string `yaml:"dir"`
+}
+
+// DockerConfig is the Docker provider.
+type DockerConfig struct {
+	Host         string `yaml:"host"`    // "" means DOCKER_HOST or the default socket
+	Runtime      string `yaml:"runtime"` // runc, crun, runsc or another registered runtime
+	Network      string `yaml:"network"` // "none", "bridge" or a named network
+	ReadOnlyRoot bool   `yaml:"read_only_root"`
+	User         string `yaml:"user"` // user[:group] inside the sandbox; "" is the image's
+	PidsLimit    int64  `yaml:"pids_limit"`
+	AgentPath    string `yaml:"agent_path"` // "" means next to the stacyvm binary
+}
+
+// ProotConfig is the PRoot provider.
+type ProotConfig struct {
+	Binary       string `yaml:"binary"`
+	ImagesDir    string `yaml:"images_dir"`
+	StateDir     string `yaml:"state_dir"`
+	MaxSandboxes int    `yaml:"max_sandboxes"` // 0: no limit beyond sandbox.max_sandboxes
+}
+
+// CustomConfig is the provider that delegates to an HTTP backend.
+type CustomConfig struct {
+	URL     string        `yaml:"url"`
+	APIKey  string        `yaml:"api_key" secret:"true"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// FirecrackerConfig is the Firecracker microVM provider.
+type FirecrackerConfig struct {
+	Binary   string `yaml:"binary"`
+	Kernel   string `yaml:"kernel"`
+	StateDir string `yaml:"state_dir"`
+	Jailer   string `yaml:"jailer"`
+}
+
+// Default returns the built-in configuration. Each call returns a new value.
+func Default() *Config {
+	return &Config{
+		Server: ServerConfig{
+			Listen:          "127.0.0.1:7423",
+			MaxBodyBytes:    1 << 20,
+			MaxFileBytes:    64 << 20,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Store: StoreConfig{Path: "./stacyvm.db"},
+		Log:   LogConfig{Level: "info", Format: "text"},
+		Sandbox: SandboxConfig{
+			DefaultTTL:         30 * time.Minute,
+			MaxTTL:             24 * time.Hour,
+			DefaultExecTimeout: 60 * time.Second,
+			MaxExecTimeout:     time.Hour,
+			MaxSandboxes:       100,
+			ReaperInterval:     30 * time.Second,
+			DefaultMemoryMB:    512,
+			DefaultVCPUs:       1,
+			Orphans:            OrphansAdopt,
+		},
+		Provider: ProviderConfig{Default: ProviderAuto},
+		Mock:     MockConfig{Dir: filepath.Join(os.TempDir(), "stacyvm-mock")},
+		Docker: DockerConfig{
+			Runtime:   "runc",
+			Network:   "none",
+			PidsLimit: 256,
+		},
+		Proot:       ProotConfig{Binary: "proot"},
+		Custom:      CustomConfig{Timeout: 30 * time.Second},
+		Firecracker: FirecrackerConfig{Binary: "firecracker"},
+	}
+}
+
+// SlogLevel returns the configured level; call it on a validated config.
+func (l LogConfig) SlogLevel() slog.Level {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(l.Level))); err != nil {
+		return slog.LevelInfo
+	}
+	return lv
+}

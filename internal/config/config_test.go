@@ -1,0 +1,856 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+)
+
+// fieldErrors returns every *FieldError in err's tree.
+func fieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(e error) {
+		if fe, ok := e.(*FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+func errorKeys(err error) []string {
+	var keys []string
+	for _, fe := range fieldErrors(err) {
+		keys = append(keys, fe.Key)
+	}
+	return keys
+}
+
+func get(t *testing.T, c *Config, key string) string {
+	t.Helper()
+	v, err := c.Get(key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return v
+}
+
+// isolated returns options that see no file and no environment but what a
+// test puts there.
+func isolated(t *testing.T) LoadOptions {
+	t.Helper()
+	return LoadOptions{WorkDir: t.TempDir(), HomeDir: t.TempDir(), Env: []string{}}
+}
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default() does not validate: %v", err)
+	}
+	want := map[string]string{
+		"server.listen":                "127.0.0.1:7423",
+		"server.api_key":               "",
+		"server.cors_origins":          "",
+		"server.max_body_bytes":        "1048576",
+		"server.max_file_bytes":        "67108864",
+		"server.max_upload_bytes":      "0",
+		"server.shutdown_timeout":      "30s",
+		"store.path":                   "./stacyvm.db",
+		"log.level":                    "info",
+		"log.format":                   "text",
+		"sandbox.default_ttl":          "30m0s",
+		"sandbox.max_ttl":              "24h0m0s",
+		"sandbox.default_exec_timeout": "1m0s",
+		"sandbox.max_exec_timeout":     "1h0m0s",
+		"sandbox.max_sandboxes":        "100",
+		"sandbox.max_per_owner":        "0",
+		"sandbox.reaper_interval":      "30s",
+		"sandbox.default_image":        "",
+		"sandbox.default_memory_mb":    "512",
+		"sandbox.default_vcpus":        "1",
+		"sandbox.orphans":              "adopt",
+		"provider.default":             "auto",
+		"provider.enabled":             "",
+		"mock.dir":                     filepath.Join(os.TempDir(), "stacyvm-mock"),
+		"docker.host":                  "",
+		"docker.runtime":               "runc",
+		"docker.network":               "none",
+		"docker.read_only_root":        "false",
+		"docker.user":                  "",
+		"docker.pids_limit":            "256",
+		"docker.agent_path":            "",
+		"proot.binary":                 "proot",
+		"proot.images_dir":             "",
+		"proot.state_dir":              "",
+		"proot.max_sandboxes":          "0",
+		"custom.url":                   "",
+		"custom.api_key":               "",
+		"custom.timeout":               "30s",
+		"firecracker.binary":           "firecracker",
+		"firecracker.kernel":           "",
+		"firecracker.state_dir":        "",
+		"firecracker.jailer":           "",
+	}
+	if got := Keys(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(func(yield func(string) bool) {
+		for k := range want {
+			if !yield(k) {
+				return
+			}
+		}
+	})) {
+		t.Errorf("Keys() = %v, want exactly the keys of this table", got)
+	}
+	for key, w := range want {
+		if got := get(t, c, key); got != w {
+			t.Errorf("default %s = %q, want %q", key, got, w)
+		}
+	}
+	if Default() == Default() {
+		t.Error("Default returns a shared value")
+	}
+}
+
+// TestEveryKeyRoundTrips proves the one parser handles every field: each
+// value formatted by Get parses back through Set unchanged, after a change
+// that Set must also apply.
+func TestEveryKeyRoundTrips(t *testing.T) {
+	samples := map[reflect.Kind]string{reflect.String: "some-value", reflect.Bool: "true", reflect.Int: "42",
+		reflect.Int64: "4242", reflect.Slice: "a,b"}
+	seenEnv := map[string]string{}
+	for _, f := range fields() {
+		t.Run(f.key, func(t *testing.T) {
+			if want := EnvPrefix + strings.ToUpper(f.section) + "_" + strings.ToUpper(f.name); f.env != want || EnvName(f.key) != want {
+				t.Errorf("env name %q, want %q", f.env, want)
+			}
+			if other, dup := seenEnv[f.env]; dup {
+				t.Errorf("env name %s also names %s", f.env, other)
+			}
+			seenEnv[f.env] = f.key
+
+			c := Default()
+			v := reflect.ValueOf(c).Elem().FieldByIndex(f.index)
+			sample := samples[v.Kind()]
+			if v.Type() == durationType {
+				sample = "1h2m3s"
+			}
+			if err := c.Set(f.key, sample); err != nil {
+				t.Fatalf("Set(%q, %q): %v", f.key, sample, err)
+			}
+			got := get(t, c, f.key)
+			if got != sample {
+				t.Errorf("after Set(%q), Get = %q", sample, got)
+			}
+			d := Default()
+			if err := d.Set(f.key, got); err != nil {
+				t.Fatalf("Set(Get()): %v", err)
+			}
+			if !reflect.DeepEqual(c, d) {
+				t.Errorf("Set(Get()) does not reproduce the value of %s", f.key)
+			}
+		})
+	}
+}
+
+func TestSet(t *testing.T) {
+	tests := []struct {
+		key, value string
+		want       string // Get afterwards; "" with wantErr
+		wantErr    bool
+	}{
+		{"server.listen", "0.0.0.0:9", "0.0.0.0:9", false},
+		{"server.api_key", "", "", false}, // explicit empty is applied
+		{"server.max_body_bytes", " 2048 ", "2048", false},
+		{"server.max_body_bytes", "2k", "", true},
+		{"server.max_body_bytes", "9223372036854775808", "", true},
+		{"sandbox.max_sandboxes", "1.5", "", true},
+		{"sandbox.default_ttl", "1h30m", "1h30m0s", false},
+		{"sandbox.default_ttl", "90", "", true}, // a bare number is ambiguous
+		{"sandbox.default_ttl", "soon", "", true},
+		{"docker.read_only_root", "1", "true", false},
+		{"docker.read_only_root", "FALSE", "false", false},
+		{"docker.read_only_root", "yes", "", true},
+		{"server.cors_origins", "https://a.example, https://b.example,,", "https://a.example,https://b.example", false},
+		{"server.cors_origins", "", "", false},
+		{"provider.enabled", "docker", "docker", false},
+		{"server.nope", "x", "", true},
+		{"nope.listen", "x", "", true},
+		{"listen", "x", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			c := Default()
+			err := c.Set(tc.key, tc.value)
+			if tc.wantErr {
+				if !errors.Is(err, errdefs.ErrInvalidArgument) {
+					t.Fatalf("err = %v, want invalid argument", err)
+				}
+				if keys := errorKeys(err); !slices.Equal(keys, []string{tc.key}) {
+					t.Errorf("error names %v, want [%s]: %v", keys, tc.key, err)
+				}
+				if _, known := lookup(tc.key); known && !reflect.DeepEqual(c, Default()) {
+					t.Error("a failed Set changed the config")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Set: %v", err)
+			}
+			if got := get(t, c, tc.key); got != tc.want {
+				t.Errorf("Get = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetListIsEmptyNotNil(t *testing.T) {
+	c := Default()
+	if err := c.Set("server.cors_origins", " , "); err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.CORSOrigins == nil || len(c.Server.CORSOrigins) != 0 {
+		t.Errorf("CORSOrigins = %#v, want an empty list", c.Server.CORSOrigins)
+	}
+}
+
+func TestUnknownKeyErrorListsKnownKeys(t *testing.T) {
+	err := Default().Set("docker.runtme", "runsc")
+	if err == nil || !strings.Contains(err.Error(), "docker.runtime") {
+		t.Errorf("err = %v, want it to list docker.runtime", err)
+	}
+	err = Default().Set("dokcer.runtime", "runsc")
+	if err == nil || !strings.Contains(err.Error(), "docker") {
+		t.Errorf("err = %v, want it to list the sections", err)
+	}
+}
+
+const fullFile = `# every section
+server:
+  listen: 0.0.0.0:8080
+  api_key: s3cret
+  cors_origins: [https://app.example.com, "*"]
+  max_body_bytes: 2097152
+  max_file_bytes: 1024
+  max_upload_bytes: 0
+  shutdown_timeout: 5s
+store:
+  path: /var/lib/stacyvm/db.sqlite
+log: {level: debug, format: json}
+sandbox:
+  default_ttl: 10m
+  max_ttl: 2h
+  default_exec_timeout: 30s
+  max_exec_timeout: 10m
+  max_sandboxes: 7
+  max_per_owner: 2
+  reaper_interval: 1s
+  default_image: stacyvm/debian:test
+  default_memory_mb: 256
+  default_vcpus: 2
+  orphans: destroy
+provider:
+  default: docker
+  enabled:
+    - docker
+    - proot
+mock:
+  dir: /tmp/m
+docker:
+  host: unix:///run/docker.sock
+  runtime: runsc
+  network: bridge
+  read_only_root: true
+  user: "1000:1000"
+  pids_limit: 64
+  agent_path: /usr/local/bin/stacyvm-agent
+proot:
+  binary: /usr/bin/proot
+  images_dir: /srv/images
+  state_dir: /srv/state
+  max_sandboxes: 3
+custom:
+  url: https://backend.example.com/api
+  api_key: other-secret
+  timeout: 1m
+firecracker:
+  binary: /opt/fc/firecracker
+  kernel: /opt/fc/vmlinux
+  state_dir: /srv/fc
+  jailer: /opt/fc/jailer
+`
+
+func TestLoadFullFile(t *testing.T) {
+	opts := isolated(t)
+	opts.File = writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), fullFile)
+	c, info, err := Load(opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := &Config{
+		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
+			MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second},
+		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite"},
+		Log:   LogConfig{Level: "debug", Format: "json"},
+		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
+			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second,
+			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy"},
+		Provider: ProviderConfig{Default: "docker", Enabled: []string{"docker", "proot"}},
+		Mock:     MockConfig{Dir: "/tmp/m"},
+		Docker: DockerConfig{Host: "unix:///run/docker.sock", Runtime: "runsc", Network: "bridge", ReadOnlyRoot: true,
+			User: "1000:1000", PidsLimit: 64, AgentPath: "/usr/local/bin/stacyvm-agent"},
+		Proot:       ProotConfig{Binary: "/usr/bin/proot", ImagesDir: "/srv/images", StateDir: "/srv/state", MaxSandboxes: 3},
+		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
+		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", Jailer: "/opt/fc/jailer"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("loaded\n %+v\nwant\n %+v", c, want)
+	}
+	if info.File != opts.File {
+		t.Errorf("info.File = %q, want %q", info.File, opts.File)
+	}
+	if len(info.Sources) != len(Keys()) {
+		t.Errorf("%d sources recorded, want one per key (%d)", len(info.Sources), len(Keys()))
+	}
+	if src := info.Source("docker.runtime"); src != (Source{FromFile, opts.File}) {
+		t.Errorf("source of docker.runtime = %v", src)
+	}
+	if len(info.Warnings) != 0 {
+		t.Errorf("warnings: %v", info.Warnings)
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	tests := []struct {
+		name     string
+		content  string
+		wantKeys []string // FieldErrors expected, in order
+		wantText []string // the message must also hold these
+	}{
+		{"unknown key", "server:\n  listen: 127.0.0.1:1\n  lisen: x\n", []string{"server.lisen"}, []string{"line 3", "server.listen"}},
+		{"unknown section", "servr:\n  listen: x\n", []string{"servr"}, []string{"line 1", "sandbox"}},
+		{"all unknown keys at once", "server:\n  a: 1\ndocker:\n  b: 2\n", []string{"server.a", "docker.b"}, nil},
+		{"wrong type", "server:\n  max_body_bytes: lots\n", []string{"server.max_body_bytes"}, []string{"line 2", "lots"}},
+		{"integer duration", "sandbox:\n  default_ttl: 60\n", []string{"sandbox.default_ttl"}, []string{"line 2", "60s"}},
+		{"bad duration", "sandbox:\n  default_ttl: 5 minutes\n", []string{"sandbox.default_ttl"}, nil},
+		{"list as string", "server:\n  cors_origins: https://a.example\n", []string{"server.cors_origins"}, nil},
+		{"section not a mapping", "server: 8080\n", nil, []string{"line 1", "section server must be a mapping"}},
+		{"root not a mapping", "- server\n", nil, []string{"want a mapping of sections"}},
+		{"duplicate key", "server:\n  listen: a:1\n  listen: b:2\n", nil, []string{"line 3: server.listen is already set at line 2"}},
+		{"duplicate section", "log:\n  level: debug\nlog:\n  format: json\n", nil, []string{"line 3: log is already set at line 1"}},
+		{"two documents", "server:\n  listen: a:1\n---\nlog:\n  level: debug\n", nil, []string{"more than one YAML document"}},
+		{"syntax", "server:\n  listen: [\n", nil, []string{"line"}},
+		{"validation", "sandbox:\n  default_ttl: 48h\n", []string{"sandbox.default_ttl"}, []string{"sandbox.max_ttl"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := isolated(t)
+			opts.File = writeFile(t, filepath.Join(t.TempDir(), "bad.yaml"), tc.content)
+			c, _, err := Load(opts)
+			if err == nil {
+				t.Fatalf("Load succeeded: %+v", c)
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("err %v is not invalid argument", err)
+			}
+			if keys := errorKeys(err); !slices.Equal(keys, tc.wantKeys) {
+				t.Errorf("error names keys %v, want %v: %v", keys, tc.wantKeys, err)
+			}
+			msg := err.Error()
+			if tc.name != "validation" && !strings.Contains(msg, opts.File) {
+				t.Errorf("error does not name the file: %v", err)
+			}
+			for _, s := range tc.wantText {
+				if !strings.Contains(msg, s) {
+					t.Errorf("error %q does not mention %q", msg, s)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadEmptyFiles(t *testing.T) {
+	for _, content := range []string{"", "# nothing\n", "---\n", "server:\n", "~\n"} {
+		opts := isolated(t)
+		opts.File = writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), content)
+		c, info, err := Load(opts)
+		if err != nil {
+			t.Errorf("Load(%q): %v", content, err)
+			continue
+		}
+		if !reflect.DeepEqual(c, Default()) || len(info.Sources) != 0 {
+			t.Errorf("Load(%q) changed the defaults: %+v, sources %v", content, c, info.Sources)
+		}
+	}
+}
+
+func TestFileSearchOrder(t *testing.T) {
+	listenFile := func(port string) string { return "server:\n  listen: 127.0.0.1:" + port + "\n" }
+	tests := []struct {
+		name               string
+		explicit, local    bool
+		user               bool
+		wantPort, wantFile string // wantFile: explicit, local, user or ""
+	}{
+		{"nothing", false, false, false, "7423", ""},
+		{"user only", false, false, true, "3", "user"},
+		{"local beats user", false, true, true, "2", "local"},
+		{"explicit beats all", true, true, true, "1", "explicit"},
+		{"explicit alone", true, false, false, "1", "explicit"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := isolated(t)
+			files := map[string]string{
+				"explicit": filepath.Join(t.TempDir(), "explicit.yaml"),
+				"local":    filepath.Join(opts.WorkDir, LocalFile),
+				"user":     filepath.Join(opts.HomeDir, UserFile),
+			}
+			if tc.explicit {
+				opts.File = writeFile(t, files["explicit"], listenFile("1"))
+			}
+			if tc.local {
+				writeFile(t, files["local"], listenFile("2"))
+			}
+			if tc.user {
+				writeFile(t, files["user"], listenFile("3"))
+			}
+			c, info, err := Load(opts)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if c.Server.Listen != "127.0.0.1:"+tc.wantPort {
+				t.Errorf("listen = %s, want port %s", c.Server.Listen, tc.wantPort)
+			}
+			if want := files[tc.wantFile]; info.File != want {
+				t.Errorf("info.File = %q, want %q", info.File, want)
+			}
+		})
+	}
+}
+
+func TestFileLookupErrors(t *testing.T) {
+	t.Run("explicit file missing", func(t *testing.T) {
+		opts := isolated(t)
+		writeFile(t, filepath.Join(opts.WorkDir, LocalFile), "") // must not be used instead
+		opts.File = filepath.Join(t.TempDir(), "missing.yaml")
+		_, _, err := Load(opts)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), opts.File) {
+			t.Errorf("err = %v, want an invalid-argument not-exist error naming the file", err)
+		}
+	})
+	t.Run("explicit file is a directory", func(t *testing.T) {
+		opts := isolated(t)
+		opts.File = t.TempDir()
+		if _, _, err := Load(opts); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("err = %v, want invalid argument", err)
+		}
+	})
+	t.Run("default location is a directory", func(t *testing.T) {
+		opts := isolated(t)
+		if err := os.Mkdir(filepath.Join(opts.WorkDir, LocalFile), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Load(opts); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("err = %v, want invalid argument", err)
+		}
+	})
+}
+
+func TestLoadEnv(t *testing.T) {
+	tests := []struct {
+		name         string
+		env          []string
+		want         map[string]string // key → Get
+		wantWarnings []string          // substrings, one per warning
+		wantErrKeys  []string
+		wantErrText  string
+	}{
+		{
+			name: "each type",
+			env: []string{"STACYVM_SERVER_LISTEN=127.0.0.1:9000", "STACYVM_SANDBOX_DEFAULT_TTL=5m",
+				"STACYVM_DOCKER_RUNTIME=runsc", "STACYVM_DOCKER_READ_ONLY_ROOT=true", "STACYVM_SANDBOX_MAX_SANDBOXES=3",
+				"STACYVM_DOCKER_PIDS_LIMIT=99", "STACYVM_PROVIDER_ENABLED=docker,mock", "PATH=/bin"},
+			want: map[string]string{"server.listen": "127.0.0.1:9000", "sandbox.default_ttl": "5m0s",
+				"docker.runtime": "runsc", "docker.read_only_root": "true", "sandbox.max_sandboxes": "3",
+				"docker.pids_limit": "99", "provider.enabled": "docker,mock"},
+		},
+		{
+			name:         "unknown variables warn",
+			env:          []string{"STACYVM_SANDBOX_TTL=5m", "STACYVM_BOGUS=1", "STACYVM_LOG_LEVEL=debug"},
+			want:         map[string]string{"log.level": "debug"},
+			wantWarnings: []string{"STACYVM_BOGUS", "STACYVM_SANDBOX_TTL"},
+		},
+		{
+			name: "client variables do not warn",
+			env:  []string{"STACYVM_SERVER=http://localhost:7423", "STACYVM_API_KEY=k"},
+			want: map[string]string{"server.api_key": ""},
+		},
+		{
+			name: "empty value is unset",
+			env:  []string{"STACYVM_SERVER_LISTEN=", "STACYVM_SERVER_API_KEY="},
+			want: map[string]string{"server.listen": "127.0.0.1:7423"},
+		},
+		{
+			name: "last duplicate wins",
+			env:  []string{"STACYVM_LOG_FORMAT=text", "STACYVM_LOG_FORMAT=json"},
+			want: map[string]string{"log.format": "json"},
+		},
+		{
+			name: "lower case is not ours",
+			env:  []string{"stacyvm_log_level=debug"},
+			want: map[string]string{"log.level": "info"},
+		},
+		{
+			name:        "unparseable values, all reported",
+			env:         []string{"STACYVM_SANDBOX_DEFAULT_TTL=forever", "STACYVM_DOCKER_PIDS_LIMIT=many"},
+			wantErrKeys: []string{"docker.pids_limit", "sandbox.default_ttl"},
+			wantErrText: "environment variable STACYVM_SANDBOX_DEFAULT_TTL",
+		},
+		{
+			name:        "invalid value",
+			env:         []string{"STACYVM_SANDBOX_ORPHANS=keep"},
+			wantErrKeys: []string{"sandbox.orphans"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := isolated(t)
+			opts.Env = tc.env
+			c, info, err := Load(opts)
+			if tc.wantErrKeys != nil {
+				if !errors.Is(err, errdefs.ErrInvalidArgument) {
+					t.Fatalf("err = %v, want invalid argument", err)
+				}
+				if keys := errorKeys(err); !slices.Equal(keys, tc.wantErrKeys) {
+					t.Errorf("error names %v, want %v: %v", keys, tc.wantErrKeys, err)
+				}
+				if !strings.Contains(err.Error(), tc.wantErrText) {
+					t.Errorf("error %q does not mention %q", err, tc.wantErrText)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			for k, w := range tc.want {
+				if got := get(t, c, k); got != w {
+					t.Errorf("%s = %q, want %q", k, got, w)
+				}
+			}
+			if len(info.Warnings) != len(tc.wantWarnings) {
+				t.Fatalf("warnings %q, want %d", info.Warnings, len(tc.wantWarnings))
+			}
+			for i, w := range tc.wantWarnings {
+				if !strings.Contains(info.Warnings[i], w) {
+					t.Errorf("warning %q does not mention %s", info.Warnings[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadReadsProcessEnvironment(t *testing.T) {
+	t.Setenv("STACYVM_LOG_LEVEL", "warn")
+	opts := isolated(t)
+	opts.Env = nil
+	c, info, err := Load(opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Log.Level != "warn" || info.Source("log.level") != (Source{FromEnv, "STACYVM_LOG_LEVEL"}) {
+		t.Errorf("log.level = %q from %v, want warn from the environment", c.Log.Level, info.Source("log.level"))
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	opts := isolated(t)
+	writeFile(t, filepath.Join(opts.WorkDir, LocalFile), `
+server:
+  listen: 127.0.0.1:1001
+  max_body_bytes: 111
+sandbox:
+  default_ttl: 1m
+  max_ttl: 2h
+log:
+  level: debug
+`)
+	opts.Env = []string{"STACYVM_SERVER_LISTEN=127.0.0.1:1002", "STACYVM_SANDBOX_DEFAULT_TTL=2m", "STACYVM_LOG_FORMAT=json"}
+	opts.Overrides = map[string]string{"server.listen": "127.0.0.1:1003", "sandbox.max_ttl": "3h"}
+	c, info, err := Load(opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	file := filepath.Join(opts.WorkDir, LocalFile)
+	tests := []struct {
+		key, want string
+		src       Source
+	}{
+		{"server.listen", "127.0.0.1:1003", Source{Kind: FromOverride}},
+		{"server.max_body_bytes", "111", Source{FromFile, file}},
+		{"sandbox.default_ttl", "2m0s", Source{FromEnv, "STACYVM_SANDBOX_DEFAULT_TTL"}},
+		{"sandbox.max_ttl", "3h0m0s", Source{Kind: FromOverride}},
+		{"log.level", "debug", Source{FromFile, file}},
+		{"log.format", "json", Source{FromEnv, "STACYVM_LOG_FORMAT"}},
+		{"store.path", "./stacyvm.db", Source{}},
+	}
+	for _, tc := range tests {
+		if got := get(t, c, tc.key); got != tc.want {
+			t.Errorf("%s = %q, want %q", tc.key, got, tc.want)
+		}
+		if got := info.Source(tc.key); got != tc.src {
+			t.Errorf("source of %s = %v, want %v", tc.key, got, tc.src)
+		}
+	}
+}
+
+func TestOverrideErrors(t *testing.T) {
+	opts := isolated(t)
+	opts.Overrides = map[string]string{"server.nope": "1", "sandbox.max_ttl": "long"}
+	_, _, err := Load(opts)
+	if keys := errorKeys(err); !slices.Equal(keys, []string{"sandbox.max_ttl", "server.nope"}) {
+		t.Errorf("error names %v: %v", keys, err)
+	}
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("err %v is not invalid argument", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		set  map[string]string
+		key  string // the key the single error must name; "" for valid
+	}{
+		{"listen without port", map[string]string{"server.listen": "127.0.0.1"}, "server.listen"},
+		{"listen port out of range", map[string]string{"server.listen": "127.0.0.1:70000"}, "server.listen"},
+		{"listen named port", map[string]string{"server.listen": "127.0.0.1:http"}, "server.listen"},
+		{"listen all interfaces", map[string]string{"server.listen": ":7423"}, ""},
+		{"listen ipv6", map[string]string{"server.listen": "[::1]:7423"}, ""},
+		{"listen hostname", map[string]string{"server.listen": "localhost:0"}, ""},
+		{"cors wildcard", map[string]string{"server.cors_origins": "*,http://localhost:3000"}, ""},
+		{"cors with path", map[string]string{"server.cors_origins": "https://a.example/app"}, "server.cors_origins"},
+		{"cors without scheme", map[string]string{"server.cors_origins": "a.example"}, "server.cors_origins"},
+		{"zero body limit", map[string]string{"server.max_body_bytes": "0"}, "server.max_body_bytes"},
+		{"negative file limit", map[string]string{"server.max_file_bytes": "-1"}, "server.max_file_bytes"},
+		{"negative upload limit", map[string]string{"server.max_upload_bytes": "-1"}, "server.max_upload_bytes"},
+		{"upload limit set", map[string]string{"server.max_upload_bytes": "1073741824"}, ""},
+		{"zero shutdown timeout", map[string]string{"server.shutdown_timeout": "0s"}, "server.shutdown_timeout"},
+		{"empty store path", map[string]string{"store.path": ""}, "store.path"},
+		{"log level", map[string]string{"log.level": "verbose"}, "log.level"},
+		{"log level any case", map[string]string{"log.level": "WARN"}, ""},
+		{"log format", map[string]string{"log.format": "xml"}, "log.format"},
+		{"negative ttl", map[string]string{"sandbox.default_ttl": "-1m"}, "sandbox.default_ttl"},
+		{"zero max ttl", map[string]string{"sandbox.max_ttl": "0s"}, "sandbox.max_ttl"},
+		{"default ttl above max", map[string]string{"sandbox.default_ttl": "25h"}, "sandbox.default_ttl"},
+		{"default ttl equal to max", map[string]string{"sandbox.default_ttl": "24h"}, ""},
+		{"zero exec timeout", map[string]string{"sandbox.default_exec_timeout": "0s"}, "sandbox.default_exec_timeout"},
+		{"exec timeout above max", map[string]string{"sandbox.default_exec_timeout": "2h"}, "sandbox.default_exec_timeout"},
+		{"zero max exec timeout", map[string]string{"sandbox.max_exec_timeout": "0s"}, "sandbox.max_exec_timeout"},
+		{"zero max sandboxes", map[string]string{"sandbox.max_sandboxes": "0"}, "sandbox.max_sandboxes"},
+		{"negative per owner", map[string]string{"sandbox.max_per_owner": "-1"}, "sandbox.max_per_owner"},
+		{"zero reaper interval", map[string]string{"sandbox.reaper_interval": "0s"}, "sandbox.reaper_interval"},
+		{"zero memory", map[string]string{"sandbox.default_memory_mb": "0"}, "sandbox.default_memory_mb"},
+		{"zero vcpus", map[string]string{"sandbox.default_vcpus": "0"}, "sandbox.default_vcpus"},
+		{"orphans", map[string]string{"sandbox.orphans": "ignore"}, "sandbox.orphans"},
+		{"unknown default provider", map[string]string{"provider.default": "qemu"}, "provider.default"},
+		{"unknown enabled provider", map[string]string{"provider.enabled": "docker,qemu"}, "provider.enabled"},
+		{"duplicate enabled provider", map[string]string{"provider.enabled": "docker,docker"}, "provider.enabled"},
+		{"default not enabled", map[string]string{"provider.default": "proot", "provider.enabled": "docker"}, "provider.default"},
+		{"default enabled", map[string]string{"provider.default": "proot", "provider.enabled": "docker,proot"}, ""},
+		{"auto with enabled", map[string]string{"provider.enabled": "mock"}, ""},
+		{"empty mock dir", map[string]string{"mock.dir": ""}, "mock.dir"},
+		{"docker host tcp", map[string]string{"docker.host": "tcp://10.0.0.1:2376"}, ""},
+		{"docker host bare", map[string]string{"docker.host": "10.0.0.1:2376"}, "docker.host"},
+		{"docker host unix without path", map[string]string{"docker.host": "unix://"}, "docker.host"},
+		{"empty runtime", map[string]string{"docker.runtime": ""}, "docker.runtime"},
+		{"runtime with space", map[string]string{"docker.runtime": "run sc"}, "docker.runtime"},
+		{"empty network", map[string]string{"docker.network": ""}, "docker.network"},
+		{"user and group", map[string]string{"docker.user": "1000:1000"}, ""},
+		{"user with shell", map[string]string{"docker.user": "root;rm"}, "docker.user"},
+		{"negative pids limit", map[string]string{"docker.pids_limit": "-1"}, "docker.pids_limit"},
+		{"relative agent path", map[string]string{"docker.agent_path": "bin/agent"}, "docker.agent_path"},
+		{"empty proot binary", map[string]string{"proot.binary": ""}, "proot.binary"},
+		{"negative proot max", map[string]string{"proot.max_sandboxes": "-2"}, "proot.max_sandboxes"},
+		{"custom url scheme", map[string]string{"custom.url": "ftp://backend"}, "custom.url"},
+		{"custom url without host", map[string]string{"custom.url": "http://"}, "custom.url"},
+		{"custom url", map[string]string{"custom.url": "http://127.0.0.1:9000/v1"}, ""},
+		{"zero custom timeout", map[string]string{"custom.timeout": "0s"}, "custom.timeout"},
+		{"empty firecracker binary", map[string]string{"firecracker.binary": ""}, "firecracker.binary"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			for k, v := range tc.set {
+				if err := c.Set(k, v); err != nil {
+					t.Fatalf("Set(%s, %s): %v", k, v, err)
+				}
+			}
+			err := c.Validate()
+			if tc.key == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("err = %v, want invalid argument", err)
+			}
+			if keys := errorKeys(err); !slices.Equal(keys, []string{tc.key}) {
+				t.Errorf("error names %v, want [%s]: %v", keys, tc.key, err)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Errorf("message %q does not name %s", err, tc.key)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.Server.Listen = "nowhere"
+	c.Sandbox.MaxTTL = 0
+	c.Docker.Runtime = ""
+	c.Log.Format = "xml"
+	err := c.Validate()
+	want := []string{"server.listen", "log.format", "sandbox.max_ttl", "docker.runtime"}
+	if keys := errorKeys(err); !slices.Equal(keys, want) {
+		t.Errorf("error names %v, want %v", keys, want)
+	}
+	if errdefs.Classify(err) != errdefs.ErrInvalidArgument {
+		t.Errorf("class %v, want invalid argument", errdefs.Classify(err))
+	}
+}
+
+func TestOpenAPIWarning(t *testing.T) {
+	tests := []struct {
+		listen, key string
+		warn        bool
+	}{
+		{"127.0.0.1:7423", "", false},
+		{"[::1]:7423", "", false},
+		{"localhost:7423", "", false},
+		{"0.0.0.0:7423", "", true},
+		{":7423", "", true},
+		{"192.168.1.5:7423", "", true},
+		{"0.0.0.0:7423", "k", false},
+	}
+	for _, tc := range tests {
+		opts := isolated(t)
+		opts.Overrides = map[string]string{"server.listen": tc.listen, "server.api_key": tc.key}
+		_, info, err := Load(opts)
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		warned := slices.ContainsFunc(info.Warnings, func(w string) bool { return strings.Contains(w, "server.api_key") })
+		if warned != tc.warn {
+			t.Errorf("listen %s, key %q: warned %v, want %v (%q)", tc.listen, tc.key, warned, tc.warn, info.Warnings)
+		}
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := Default()
+	c.Server.APIKey, c.Custom.APIKey = "top-secret", ""
+	c.Server.CORSOrigins = []string{"*"}
+	r := c.Redacted()
+	if r.Server.APIKey != "***" {
+		t.Errorf("server.api_key redacted to %q", r.Server.APIKey)
+	}
+	if r.Custom.APIKey != "" {
+		t.Errorf("an unset secret became %q; it should stay visibly unset", r.Custom.APIKey)
+	}
+	if c.Server.APIKey != "top-secret" {
+		t.Error("Redacted changed the original")
+	}
+	r.Server.CORSOrigins[0] = "changed"
+	if c.Server.CORSOrigins[0] != "*" {
+		t.Error("Redacted shares slices with the original")
+	}
+	for _, f := range fields() {
+		if strings.HasSuffix(f.name, "api_key") && !f.secret {
+			t.Errorf("%s is not marked secret", f.key)
+		}
+	}
+}
+
+func TestPrint(t *testing.T) {
+	opts := isolated(t)
+	opts.Env = []string{"STACYVM_CUSTOM_API_KEY=backend-secret", "STACYVM_SANDBOX_DEFAULT_TTL=5m"}
+	opts.Overrides = map[string]string{"server.api_key": "front-secret"}
+	c, info, err := Load(opts)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := c.Print(&buf, info); err != nil {
+		t.Fatalf("Print: %v", err)
+	}
+	out := buf.String()
+	for _, secret := range []string{"backend-secret", "front-secret"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("printed config leaks %q:\n%s", secret, out)
+		}
+	}
+	for _, line := range []string{
+		`api_key: '***' # override`,
+		`api_key: '***' # env STACYVM_CUSTOM_API_KEY`,
+		`default_ttl: 5m0s # env STACYVM_SANDBOX_DEFAULT_TTL`,
+		`listen: 127.0.0.1:7423` + "\n",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("printed config lacks %q:\n%s", line, out)
+		}
+	}
+
+	// What Print writes is a config file Load accepts, secrets aside.
+	opts = isolated(t)
+	opts.File = writeFile(t, filepath.Join(t.TempDir(), "printed.yaml"), out)
+	again, _, err := Load(opts)
+	if err != nil {
+		t.Fatalf("Load of printed config: %v", err)
+	}
+	want := c.Redacted()
+	for _, key := range Keys() {
+		if g, w := get(t, again, key), get(t, want, key); g != w {
+			t.Errorf("printed config loads %s as %q, want %q", key, g, w)
+		}
+	}
+}
+
+func TestSlogLevel(t *testing.T) {
+	for level, want := range map[string]string{"debug": "DEBUG", "info": "INFO", "WARN": "WARN", "error": "ERROR"} {
+		if got := (LogConfig{Level: level}).SlogLevel().String(); got != want {
+			t.Errorf("SlogLevel(%q) = %s, want %s", level, got, want)
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package config
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+)
+
+// dockerName matches runtime and network names as Docker accepts them.
+var dockerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// dockerUser matches user[:group], by name or numeric ID.
+var dockerUser = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
+
+// Validate checks every setting and returns all problems at once, joined;
+// each is a *FieldError naming its key, and the whole is classified
+// errdefs.ErrInvalidArgument.
+func (c *Config) Validate() error {
+	var v validator
+
+	s := c.Server
+	v.check(validListen(s.Listen), "server.listen", "%q is not host:port with a port from 0 to 65535", s.Listen)
+	for _, o := range s.CORSOrigins {
+		v.check(validOrigin(o), "server.cors_origins", "%q is neither * nor an origin like https://app.example.com", o)
+	}
+	v.positive("server.max_body_bytes", s.MaxBodyBytes)
+	v.positive("server.max_file_bytes", s.MaxFileBytes)
+	v.notNegative("server.max_upload_bytes", s.MaxUploadBytes)
+	v.positiveDuration("server.shutdown_timeout", s.ShutdownTimeout)
+
+	v.check(c.Store.Path != "", "store.path", "is empty")
+
+	v.oneOf("log.level", strings.ToLower(c.Log.Level), "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+
+	sb := c.Sandbox
+	v.positiveDuration("sandbox.default_ttl", sb.DefaultTTL)
+	v.positiveDuration("sandbox.max_ttl", sb.MaxTTL)
+	if sb.DefaultTTL > 0 && sb.MaxTTL > 0 {
+		v.check(sb.DefaultTTL <= sb.MaxTTL, "sandbox.default_ttl", "%s exceeds sandbox.max_ttl %s", sb.DefaultTTL, sb.MaxTTL)
+	}
+	v.positiveDuration("sandbox.default_exec_timeout", sb.DefaultExecTimeout)
+	v.positiveDuration("sandbox.max_exec_timeout", sb.MaxExecTimeout)
+	if sb.DefaultExecTimeout > 0 && sb.MaxExecTimeout > 0 {
+		v.check(sb.DefaultExecTimeout <= sb.MaxExecTimeout, "sandbox.default_exec_timeout",
+			"%s exceeds sandbox.max_exec_timeout %s", sb.DefaultExecTimeout, sb.MaxExecTimeout)
+	}
+	v.positive("sandbox.max_sandboxes", int64(sb.MaxSandboxes))
+	v.notNegative("sandbox.max_per_owner", int64(sb.MaxPerOwner))
+	v.positiveDuration("sandbox.reaper_interval", sb.ReaperInterval)
+	v.positive("sandbox.default_memory_mb", int64(sb.DefaultMemoryMB))
+	v.positive("sandbox.default_vcpus", int64(sb.DefaultVCPUs))
+	v.oneOf("sandbox.orphans", sb.Orphans, OrphansAdopt, OrphansDestroy)
+
+	p := c.Provider
+	v.oneOf("provider.default", p.Default, append([]string{ProviderAuto}, ProviderNames...)...)
+	for i, name := range p.Enabled {
+		v.oneOf("provider.enabled", name, ProviderNames...)
+		v.check(!slices.Contains(p.Enabled[:i], name), "provider.enabled", "lists %s twice", name)
+	}
+	if len(p.Enabled) > 0 && p.Default != ProviderAuto && slices.Contains(ProviderNames, p.Default) {
+		v.check(slices.Contains(p.Enabled, p.Default), "provider.default", "%s is not in provider.enabled", p.Default)
+	}
+
+	v.check(c.Mock.Dir != "", "mock.dir", "is empty")
+
+	d := c.Docker
+	v.check(d.Host == "" || validURL(d.Host, "unix", "tcp", "ssh", "npipe", "http", "https"), "docker.host",
+		"%q is not a daemon address like unix:///var/run/docker.sock or tcp://host:2376", d.Host)
+	v.check(dockerName.MatchString(d.Runtime), "docker.runtime", "%q is not a runtime name (runc, crun, runsc…)", d.Runtime)
+	v.check(dockerName.MatchString(d.Network), "docker.network", "%q is not a network name (none, bridge…)", d.Network)
+	v.check(d.User == "" || dockerUser.MatchString(d.User), "docker.user", "%q is not user[:group]", d.User)
+	v.notNegative("docker.pids_limit", d.PidsLimit)
+	v.check(d.AgentPath == "" || filepath.IsAbs(d.AgentPath), "docker.agent_path", "%q is not an absolute path", d.AgentPath)
+
+	v.check(c.Proot.Binary != "", "proot.binary", "is empty")
+	v.notNegative("proot.max_sandboxes", int64(c.Proot.MaxSandboxes))
+
+	v.check(c.Custom.URL == "" || validURL(c.Custom.URL, "http", "https"), "custom.url", "%q is not an http or https URL", c.Custom.URL)
+	v.positiveDuration("custom.timeout", c.Custom.Timeout)
+
+	v.check(c.Firecracker.Binary != "", "firecracker.binary", "is empty")
+
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return errdefs.Wrap(errdefs.ErrInvalidArgument, errors.Join(v.errs...), "invalid configuration")
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) check(ok bool, key, format string, args ...any) {
+	if !ok {
+		v.errs = append(v.errs, fieldErr(key, format, args...))
+	}
+}
+
+func (v *validator) positive(key string, n int64) {
+	v.check(n > 0, key, "must be positive, is %d", n)
+}
+
+func (v *validator) notNegative(key string, n int64) {
+	v.check(n >= 0, key, "must not be negative, is %d", n)
+}
+
+func (v *validator) positiveDuration(key string, d time.Duration) {
+	v.check(d > 0, key, "must be a positive duration, is %s", d)
+}
+
+func (v *validator) oneOf(key, value string, allowed ...string) {
+	v.check(slices.Contains(allowed, value), key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+}
+
+func validListen(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || strings.ContainsAny(host, " /") {
+		return false
+	}
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil
+}
+
+// validOrigin accepts "*" or scheme://host[:port], as browsers send Origin.
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
+}
+
+func validURL(s string, schemes ...string) bool {
+	u, err := url.Parse(s)
+	if err != nil || !slices.Contains(schemes, u.Scheme) {
+		return false
+	}
+	switch u.Scheme {
+	case "unix", "npipe":
+		return u.Path != ""
+	}
+	return u.Host != ""
+}

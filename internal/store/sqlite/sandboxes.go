@@ -1,0 +1,248 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/store"
+)
+
+// stateDestroyed is provider.StateDestroyed; the store may not import the
+// provider package.
+const stateDestroyed = "destroyed"
+
+const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
+	metadata, env, handle, last_error, created_at, updated_at, expires_at`
+
+func sandboxNotFound(id string) error {
+	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
+}
+
+// opErr gives an unclassified (internal) error the operation it failed in;
+// classified errors already say what went wrong.
+func opErr(err error, format string, args ...any) error {
+	if err == nil || errdefs.Classify(err) != nil {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
+
+func checkSandbox(sb store.Sandbox) error {
+	if sb.ID == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox ID is empty")
+	}
+	if sb.State == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox %s has no state", sb.ID)
+	}
+	return errors.Join(checkTime("created_at", sb.CreatedAt), checkTime("updated_at", sb.UpdatedAt),
+		checkTime("expires_at", sb.ExpiresAt))
+}
+
+// sandboxArgs returns the values of every column after id, in
+// sandboxColumns order.
+func sandboxArgs(sb store.Sandbox) ([]any, error) {
+	md, err := jsonText(sb.Metadata, sb.Metadata == nil)
+	if err != nil {
+		return nil, err
+	}
+	env, err := jsonText(sb.Env, sb.Env == nil)
+	if err != nil {
+		return nil, err
+	}
+	return []any{sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB,
+		md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt)}, nil
+}
+
+type scanner interface{ Scan(dst ...any) error }
+
+func scanSandbox(row scanner) (store.Sandbox, error) {
+	var (
+		sb               store.Sandbox
+		md, env          sql.NullString
+		created, updated sql.NullInt64
+		expires          sql.NullInt64
+	)
+	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
+		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires); err != nil {
+		return store.Sandbox{}, err
+	}
+	if err := errors.Join(jsonFrom(md, &sb.Metadata), jsonFrom(env, &sb.Env)); err != nil {
+		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
+	}
+	sb.CreatedAt, sb.UpdatedAt, sb.ExpiresAt = timeFrom(created), timeFrom(updated), timeFrom(expires)
+	return sb, nil
+}
+
+// CreateSandbox inserts sb and its first history entry (sb.State, with
+// sb.LastError as the reason, at sb.CreatedAt). A zero CreatedAt becomes now
+// and a zero UpdatedAt becomes CreatedAt.
+func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	if err := checkSandbox(sb); err != nil {
+		return err
+	}
+	if sb.CreatedAt.IsZero() {
+		sb.CreatedAt = s.now()
+	}
+	if sb.UpdatedAt.IsZero() {
+		sb.UpdatedAt = sb.CreatedAt
+	}
+	args, err := sandboxArgs(sb)
+	if err != nil {
+		return opErr(err, "create sandbox %s", sb.ID)
+	}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, append([]any{sb.ID}, args...)...)
+		if isUniqueViolation(err) {
+			return errdefs.New(errdefs.ErrConflict, "sandbox %s already exists", sb.ID)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO sandbox_history (sandbox_id, state, reason, at) VALUES (?, ?, ?, ?)`,
+			sb.ID, sb.State, sb.LastError, timeArg(sb.CreatedAt))
+		return err
+	})
+	return opErr(err, "create sandbox %s", sb.ID)
+}
+
+// GetSandbox returns the record of sandbox id, in state destroyed too.
+func (s *Store) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
+	sb, err := scanSandbox(s.r.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Sandbox{}, sandboxNotFound(id)
+	}
+	return sb, opErr(err, "get sandbox %s", id)
+}
+
+// ListSandboxes returns the records f selects, newest first; records created
+// at the same instant are ordered by ID.
+func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]store.Sandbox, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.OwnerID != "" {
+		where, args = append(where, "owner_id = ?"), append(args, f.OwnerID)
+	}
+	if f.Provider != "" {
+		where, args = append(where, "provider = ?"), append(args, f.Provider)
+	}
+	if len(f.States) > 0 {
+		where = append(where, "state IN (?"+strings.Repeat(", ?", len(f.States)-1)+")")
+		for _, st := range f.States {
+			args = append(args, st)
+		}
+	}
+	if f.ExcludeDestroyed {
+		where, args = append(where, "state <> ?"), append(args, stateDestroyed)
+	}
+	if !f.ExpiredBefore.IsZero() {
+		where, args = append(where, "expires_at < ?"), append(args, clampNanos(f.ExpiredBefore))
+	}
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	defer rows.Close()
+	out := []store.Sandbox{}
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sandboxes: %w", err)
+		}
+		out = append(out, sb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sandboxes: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateSandbox replaces every field of the record but ID and CreatedAt. A
+// zero UpdatedAt becomes now. When the state changes, a history entry is
+// appended with sb.LastError as its reason, at sb.UpdatedAt.
+func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
+	if err := checkSandbox(sb); err != nil {
+		return err
+	}
+	if sb.UpdatedAt.IsZero() {
+		sb.UpdatedAt = s.now()
+	}
+	md, err := jsonText(sb.Metadata, sb.Metadata == nil)
+	if err != nil {
+		return opErr(err, "update sandbox %s", sb.ID)
+	}
+	env, err := jsonText(sb.Env, sb.Env == nil)
+	if err != nil {
+		return opErr(err, "update sandbox %s", sb.ID)
+	}
+	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRowContext(ctx, `SELECT state FROM sandboxes WHERE id = ?`, sb.ID).Scan(&old)
+		if errors.Is(err, sql.ErrNoRows) {
+			return sandboxNotFound(sb.ID)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET provider = ?, image = ?, state = ?, owner_id = ?,
+			template = ?, memory_mb = ?, vcpus = ?, disk_mb = ?, metadata = ?, env = ?, handle = ?, last_error = ?,
+			updated_at = ?, expires_at = ? WHERE id = ?`,
+			sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB, md, env,
+			sb.Handle, sb.LastError, timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt), sb.ID); err != nil {
+			return err
+		}
+		if old == sb.State {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO sandbox_history (sandbox_id, state, reason, at) VALUES (?, ?, ?, ?)`,
+			sb.ID, sb.State, sb.LastError, timeArg(sb.UpdatedAt))
+		return err
+	})
+	return opErr(err, "update sandbox %s", sb.ID)
+}
+
+// History returns the state transitions of sandbox id, oldest first.
+func (s *Store) History(ctx context.Context, id string) ([]store.Transition, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, reason, at FROM sandbox_history WHERE sandbox_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return nil, fmt.Errorf("history of sandbox %s: %w", id, err)
+	}
+	defer rows.Close()
+	out := []store.Transition{}
+	for rows.Next() {
+		var (
+			tr store.Transition
+			at sql.NullInt64
+		)
+		if err := rows.Scan(&tr.State, &tr.Reason, &at); err != nil {
+			return nil, fmt.Errorf("history of sandbox %s: %w", id, err)
+		}
+		tr.At = timeFrom(at)
+		out = append(out, tr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("history of sandbox %s: %w", id, err)
+	}
+	if len(out) == 0 {
+		// Every record has a history from its creation on; none means no record.
+		var exists bool
+		if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM sandboxes WHERE id = ?)`, id).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("history of sandbox %s: %w", id, err)
+		}
+		if !exists {
+			return nil, sandboxNotFound(id)
+		}
+	}
+	return out, nil
+}
