@@ -1,0 +1,127 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/stacyvm/stacyvm/internal/config"
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/mock"
+)
+
+// opener loads one provider from the configuration, or says why it cannot
+// run on this host.
+type opener struct {
+	name string
+	open func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error)
+}
+
+// openers lists every provider StacyVM ships, strongest isolation first
+// (the registry's auto choice ranks by Capabilities, not by this order).
+func openers() []opener {
+	return []opener{
+		{"mock", func(_ context.Context, cfg *config.Config, _ *slog.Logger) (provider.Provider, error) {
+			return mock.New(mock.Options{Dir: cfg.Mock.Dir})
+		}},
+	}
+}
+
+// BuildRegistry loads every enabled provider; one that cannot run here is
+// recorded with its reason. The returned func releases what they hold.
+func BuildRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger) (*provider.Registry, func()) {
+	reg := provider.NewRegistry()
+	var closers []io.Closer
+	for _, o := range openers() {
+		if len(cfg.Provider.Enabled) > 0 && !slices.Contains(cfg.Provider.Enabled, o.name) {
+			continue
+		}
+		p, err := o.open(ctx, cfg, log)
+		if err != nil {
+			reg.Decline(o.name, err)
+			continue
+		}
+		reg.Register(p)
+		if c, ok := p.(io.Closer); ok {
+			closers = append(closers, c)
+		}
+	}
+	reg.SetDefault(cfg.Provider.Default)
+	return reg, func() {
+		for _, c := range closers {
+			if err := c.Close(); err != nil {
+				log.Warn("close provider", "err", err)
+			}
+		}
+	}
+}
+
+// providerConfigs returns each provider's section of the configuration,
+// secrets redacted, as plain maps for GET /providers/{name}.
+func providerConfigs(cfg *config.Config) map[string]map[string]any {
+	red := cfg.Redacted()
+	sections := map[string]any{
+		"mock": red.Mock, "docker": red.Docker, "proot": red.Proot,
+		"custom": red.Custom, "firecracker": red.Firecracker,
+	}
+	out := map[string]map[string]any{}
+	for name, sec := range sections {
+		b, err := yaml.Marshal(sec)
+		if err != nil {
+			continue
+		}
+		m := map[string]any{}
+		if yaml.Unmarshal(b, &m) == nil {
+			out[name] = m
+		}
+	}
+	return out
+}
+
+// Check is doctor's verdict on one provider.
+type Check struct {
+	Provider  string
+	Available bool
+	Isolation string
+	// Problem says exactly what is missing when the provider cannot run.
+	Problem string
+	// Warning is what a user must know even when it runs (the mock does
+	// not isolate anything; PRoot is no security boundary).
+	Warning string
+}
+
+// Doctor reports, for every provider StacyVM ships, whether it can run on
+// this host with this configuration, and if not exactly why.
+func Doctor(ctx context.Context, cfg *config.Config) []Check {
+	all := *cfg
+	all.Provider.Enabled = nil // doctor looks at every provider
+	reg, closeAll := BuildRegistry(ctx, &all, slog.New(slog.DiscardHandler))
+	defer closeAll()
+	var out []Check
+	for _, e := range reg.Entries() {
+		c := Check{Provider: e.Name}
+		switch {
+		case e.Reason != nil:
+			c.Problem = e.Reason.Error()
+		default:
+			c.Isolation = e.Provider.Capabilities().Isolation.String()
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := e.Provider.Health(hctx)
+			cancel()
+			if err != nil {
+				c.Problem = err.Error()
+			} else {
+				c.Available = true
+			}
+			if w, ok := e.Provider.(interface{ Warning() string }); ok {
+				c.Warning = w.Warning()
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}

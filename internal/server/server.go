@@ -1,0 +1,161 @@
+// Package server wires StacyVM together for `stacyvm serve` and `stacyvm
+// doctor`: configuration → store, providers, orchestrator, API; and the
+// server's lifecycle (reconcile before serving, the reaper, graceful
+// shutdown).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/api"
+	"github.com/stacyvm/stacyvm/internal/config"
+	"github.com/stacyvm/stacyvm/internal/metrics"
+	"github.com/stacyvm/stacyvm/internal/orchestrator"
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/store/sqlite"
+	"github.com/stacyvm/stacyvm/internal/version"
+)
+
+// Run listens on cfg.Server.Listen and serves until ctx ends.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
+	}
+	return Serve(ctx, cfg, log, ln)
+}
+
+// Serve serves the API on ln until ctx ends, then drains in-flight requests
+// (up to server.shutdown_timeout), stops the reaper and closes the store.
+// Sandboxes keep running; the next start reconciles them.
+func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Listener) error {
+	defer ln.Close()
+	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+
+	reg, closeProviders := BuildRegistry(ctx, cfg, log)
+	defer closeProviders()
+	announce(ctx, reg, log)
+
+	met := metrics.New(nil)
+	m := orchestrator.New(st, reg, orchestrator.Config{
+		DefaultTTL:         cfg.Sandbox.DefaultTTL,
+		MaxTTL:             cfg.Sandbox.MaxTTL,
+		DefaultExecTimeout: cfg.Sandbox.DefaultExecTimeout,
+		MaxExecTimeout:     cfg.Sandbox.MaxExecTimeout,
+		MaxSandboxes:       cfg.Sandbox.MaxSandboxes,
+		MaxPerOwner:        cfg.Sandbox.MaxPerOwner,
+		ReaperInterval:     cfg.Sandbox.ReaperInterval,
+		DefaultImage:       cfg.Sandbox.DefaultImage,
+		DefaultMemoryMB:    cfg.Sandbox.DefaultMemoryMB,
+		DefaultVCPUs:       cfg.Sandbox.DefaultVCPUs,
+		Orphans:            cfg.Sandbox.Orphans,
+		Logger:             log,
+		Observer:           met,
+	})
+	met.SetSandboxCounter(m)
+
+	// Reconcile before the first request, so that nobody sees a record
+	// that claims a dead runtime. Partial failures are logged: the server
+	// still serves the sandboxes it could account for.
+	if _, err := m.Reconcile(ctx); err != nil {
+		log.Error("reconcile finished with errors", "err", err)
+	}
+
+	handler := api.New(m, api.Options{
+		APIKey:          cfg.Server.APIKey,
+		CORSOrigins:     cfg.Server.CORSOrigins,
+		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
+		MaxFileBytes:    cfg.Server.MaxFileBytes,
+		MaxUploadBytes:  cfg.Server.MaxUploadBytes,
+		Logger:          log,
+		Version:         version.String(),
+		ProviderConfigs: providerConfigs(cfg),
+		Metrics:         met,
+	})
+	srv := &http.Server{
+		Handler: handler,
+		// No WriteTimeout: exec and event streams run as long as they need;
+		// each request is bounded by its own context instead.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	reaperCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		m.Run(reaperCtx)
+	}()
+	defer func() {
+		stopReaper()
+		<-reaperDone
+	}()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("stacyvm serving", "addr", ln.Addr().String(), "version", version.String(),
+		"store", cfg.Store.Path, "auth", cfg.Server.APIKey != "")
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.Server.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain timed out; closing remaining connections", "err", err)
+		srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped; sandboxes keep running and are reconciled on the next start")
+	return nil
+}
+
+// announce logs which provider serves requests that name none, and why,
+// and says loudly when that provider does not isolate anything.
+func announce(ctx context.Context, reg *provider.Registry, log *slog.Logger) {
+	for _, e := range reg.Entries() {
+		if e.Reason != nil {
+			log.Info("provider unavailable", "provider", e.Name, "reason", e.Reason)
+		} else {
+			log.Info("provider loaded", "provider", e.Name, "isolation", e.Provider.Capabilities().Isolation.String())
+		}
+	}
+	p, err := reg.Default(ctx)
+	if err != nil {
+		log.Error("no default provider can serve", "err", err)
+		return
+	}
+	why := "configured as provider.default"
+	if reg.DefaultName() == config.ProviderAuto {
+		why = "auto: the strongest isolation among healthy providers"
+	}
+	log.Info("default provider", "provider", p.Name(), "isolation", p.Capabilities().Isolation.String(), "why", why)
+	if p.Capabilities().Isolation == provider.IsolationNone {
+		msg := "sandboxes are NOT isolated: commands run directly on this host"
+		if w, ok := p.(interface{ Warning() string }); ok {
+			msg = w.Warning()
+		}
+		log.Warn("!!! "+msg+" !!!", "provider", p.Name(),
+			"fix", "install Docker (or proot) and run `stacyvm doctor` to see what is missing")
+	}
+}

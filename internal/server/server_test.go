@@ -1,0 +1,168 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/config"
+)
+
+func testConfig(t *testing.T, dir string) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Store.Path = filepath.Join(dir, "stacyvm.db")
+	cfg.Mock.Dir = filepath.Join(dir, "mock")
+	cfg.Provider.Enabled = []string{"mock"}
+	cfg.Server.ShutdownTimeout = 5 * time.Second
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// start serves cfg on a loopback port and returns its base URL and a stop
+// function that shuts it down as SIGTERM would and waits.
+func start(t *testing.T, cfg *config.Config, logs io.Writer) (string, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), ln) }()
+	base := "http://" + ln.Addr().String()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("server did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return base, stop
+}
+
+func call(t *testing.T, method, url string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decode: %v", method, url, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestRestartKeepsSandboxesUsable runs the server, spawns, stops it the
+// way SIGTERM does, starts it again on the same store and mock directory,
+// and uses the sandbox: reconcile found it alive.
+func TestRestartKeepsSandboxesUsable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	var logs bytes.Buffer
+	base, stop := start(t, cfg, &logs)
+
+	var sb struct{ ID, State string }
+	if code := call(t, "POST", base+"/api/v1/sandboxes", map[string]any{"image": "any"}, &sb); code != 201 {
+		t.Fatalf("spawn: %d", code)
+	}
+	stop()
+	if !strings.Contains(logs.String(), "NOT isolated") && !strings.Contains(logs.String(), "no isolation") {
+		t.Errorf("the mock-only server must warn loudly; logs:\n%s", logs.String())
+	}
+
+	base2, _ := start(t, cfg, io.Discard)
+	var res struct {
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+	}
+	if code := call(t, "POST", base2+"/api/v1/sandboxes/"+sb.ID+"/exec", map[string]any{"command": "echo back"}, &res); code != 200 || res.Stdout != "back\n" {
+		t.Fatalf("exec after restart: %d %+v", code, res)
+	}
+	var health struct{ Status string }
+	if code := call(t, "GET", base2+"/api/v1/health", nil, &health); code != 200 || health.Status != "ok" {
+		t.Fatalf("health: %d %+v", code, health)
+	}
+	resp, err := http.Get(base2 + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"stacyvm_sandboxes", "stacyvm_reconcile_actions_total"} {
+		if !strings.Contains(string(metricsText), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestShutdownDrainsInFlightExec(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	base, stop := start(t, cfg, io.Discard)
+	var sb struct{ ID string }
+	call(t, "POST", base+"/api/v1/sandboxes", map[string]any{"image": "any"}, &sb)
+
+	type result struct {
+		code int
+		out  string
+	}
+	got := make(chan result, 1)
+	go func() {
+		var res struct{ Stdout string }
+		code := call(t, "POST", base+"/api/v1/sandboxes/"+sb.ID+"/exec", map[string]any{"command": "sleep 1; echo finished"}, &res)
+		got <- result{code, res.Stdout}
+	}()
+	time.Sleep(300 * time.Millisecond) // the exec is in flight
+	stop()
+	r := <-got
+	if r.code != 200 || r.out != "finished\n" {
+		t.Fatalf("in-flight exec was not drained: %d %q", r.code, r.out)
+	}
+}
+
+func TestDoctorReportsEveryProvider(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	checks := Doctor(context.Background(), cfg)
+	var mockCheck *Check
+	for i := range checks {
+		if checks[i].Provider == "mock" {
+			mockCheck = &checks[i]
+		}
+		if !checks[i].Available && checks[i].Problem == "" {
+			t.Errorf("%s unavailable without a reason", checks[i].Provider)
+		}
+	}
+	if mockCheck == nil || !mockCheck.Available || mockCheck.Warning == "" || mockCheck.Isolation != "none" {
+		t.Fatalf("mock check = %+v", mockCheck)
+	}
+}
