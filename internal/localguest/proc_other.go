@@ -1,0 +1,28 @@
+//go:build !unix
+
+package localguest
+
+import (
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+const openReadFlag = 0
+
+// Without process groups only the direct child can be killed.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func killGroup(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}
+
+func groupAlive(int) bool { return false }
+
+func exitCode(ps *os.ProcessState) int { return ps.ExitCode() }
+
+func hardLinks(fs.FileInfo) uint64 { return 1 }

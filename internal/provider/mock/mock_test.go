@@ -1,0 +1,26 @@
+package mock_test
+
+import (
+	"testing"
+
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/mock"
+	"github.com/stacyvm/stacyvm/internal/provider/providertest"
+)
+
+func newMock(t *testing.T, dir string) *mock.Provider {
+	t.Helper()
+	p, err := mock.New(mock.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestConformance(t *testing.T) {
+	providertest.Run(t, providertest.Harness{
+		New:   func(t *testing.T, dir string) provider.Provider { return newMock(t, dir) },
+		Image: "stacyvm/mock-image:test",
+	})
+}
