@@ -1,0 +1,55 @@
+package orchestrator
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/latency"
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/mock"
+)
+
+// BenchmarkExecOverhead measures `true` through the Manager and through
+// the mock provider directly, on the same sandbox, so that the difference
+// is the orchestrator's own cost per exec.
+func BenchmarkExecOverhead(b *testing.B) {
+	dir := b.TempDir()
+	st := openStore(b, filepath.Join(dir, "db"))
+	b.Cleanup(func() { st.Close() })
+	mp, err := mock.New(mock.Options{Dir: filepath.Join(dir, "mock")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mp.Close() })
+	reg := provider.NewRegistry()
+	reg.Register(mp)
+	m := New(st, reg, Config{})
+	ctx := context.Background()
+	sb, err := m.Spawn(ctx, SpawnRequest{Image: "any"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Destroy(context.Background(), sb.ID) })
+
+	var manager, raw *latency.Sample
+	b.Run("manager", func(b *testing.B) {
+		manager = latency.Measure(b, "", func() error {
+			_, err := m.Exec(ctx, sb.ID, ExecRequest{Command: "true"})
+			return err
+		})
+	})
+	b.Run("provider", func(b *testing.B) {
+		req := provider.ExecRequest{Argv: provider.ShellArgv("true"), Timeout: time.Minute}
+		raw = latency.Measure(b, "", func() error {
+			_, err := mp.Exec(ctx, sb.ID, req, io.Discard, io.Discard)
+			return err
+		})
+	})
+	if manager != nil && raw != nil {
+		b.Logf("orchestrator overhead per exec: p50 %v, p99 %v",
+			manager.Percentile(0.5)-raw.Percentile(0.5), manager.Percentile(0.99)-raw.Percentile(0.99))
+	}
+}

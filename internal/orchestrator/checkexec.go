@@ -1,0 +1,16 @@
+package orchestrator
+
+import "context"
+
+// CheckExec returns the error Exec or ExecStream would fail with before
+// running anything (unknown, destroyed or expired sandbox, provider gone,
+// invalid request), or nil. The API calls it before it commits a 200 to a
+// streamed response, so that such failures keep their HTTP status.
+func (m *Manager) CheckExec(ctx context.Context, id string, req ExecRequest) error {
+	sb, _, err := m.guest(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = m.providerRequest(sb, req)
+	return err
+}
