@@ -1,0 +1,153 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/orchestrator"
+)
+
+type spawnBody struct {
+	Image    string            `json:"image"`
+	Provider string            `json:"provider"`
+	MemoryMB int               `json:"memory_mb"`
+	VCPUs    int               `json:"vcpus"`
+	TTL      *durationString   `json:"ttl"`
+	Template string            `json:"template"`
+	OwnerID  string            `json:"owner_id"`
+	Metadata map[string]string `json:"metadata"`
+	// Extensions.
+	DiskMB  int    `json:"disk_mb"`
+	Network string `json:"network"`
+}
+
+// ownerOf applies X-User-ID when the body names no owner.
+func ownerOf(r *http.Request, bodyOwner string) string {
+	if bodyOwner != "" {
+		return bodyOwner
+	}
+	return strings.TrimSpace(r.Header.Get("X-User-ID"))
+}
+
+func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	var b spawnBody
+	if err := decodeJSON(r.Body, &b, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ttl, err := parseDuration("ttl", b.TTL)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.spawn(w, r, orchestrator.SpawnRequest{
+		Image: b.Image, Provider: b.Provider, MemoryMB: b.MemoryMB, VCPUs: b.VCPUs, DiskMB: b.DiskMB,
+		TTL: ttl, Template: b.Template, OwnerID: ownerOf(r, b.OwnerID), Metadata: b.Metadata,
+		Network: b.Network,
+	})
+}
+
+func (s *server) spawn(w http.ResponseWriter, r *http.Request, req orchestrator.SpawnRequest) {
+	sb, err := s.m.Spawn(r.Context(), req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxOut(sb))
+}
+
+func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	list, err := s.m.List(r.Context(), orchestrator.ListFilter{
+		OwnerID: q.Get("owner_id"), State: q.Get("state"), Provider: q.Get("provider"),
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]sandboxJSON, 0, len(list))
+	for _, sb := range list {
+		out = append(out, s.sandboxOut(sb))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) pruneSandboxes(w http.ResponseWriter, r *http.Request) {
+	n, err := s.m.Prune(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"pruned": n})
+}
+
+func (s *server) getSandbox(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sandboxOut(sb))
+}
+
+func (s *server) destroySandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.Destroy(r.Context(), r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, statusJSON{Status: "destroyed"})
+}
+
+type extendBody struct {
+	TTL *durationString `json:"ttl"`
+}
+
+func (s *server) extendSandbox(w http.ResponseWriter, r *http.Request) {
+	var b extendBody
+	if err := decodeJSON(r.Body, &b, false); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if b.TTL == nil {
+		s.writeError(w, r, errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "ttl is required"),
+			`send {"ttl":"30m"}`))
+		return
+	}
+	ttl, err := parseDuration("ttl", b.TTL)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sb, err := s.m.Extend(r.Context(), r.PathValue("id"), ttl)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sandboxOut(sb))
+}
+
+// maxLogLines bounds one logs request.
+const maxLogLines = 10000
+
+func (s *server) sandboxLogs(w http.ResponseWriter, r *http.Request) {
+	n := 100
+	if v := r.URL.Query().Get("lines"); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		if err != nil || n <= 0 || n > maxLogLines {
+			s.writeError(w, r, errdefs.New(errdefs.ErrInvalidArgument, "lines must be an integer from 1 to %d, not %q", maxLogLines, v))
+			return
+		}
+	}
+	lines, err := s.m.Logs(r.Context(), r.PathValue("id"), n)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if lines == nil {
+		lines = []string{}
+	}
+	writeJSON(w, http.StatusOK, lines)
+}

@@ -1,0 +1,189 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/orchestrator"
+	"github.com/stacyvm/stacyvm/internal/provider"
+)
+
+func providerOut(ps orchestrator.ProviderStatus) providerJSON {
+	return providerJSON{Name: ps.Name, Healthy: ps.Healthy, Default: ps.Default, Capabilities: ps.Capabilities, Problem: ps.Problem}
+}
+
+func (s *server) listProviders(w http.ResponseWriter, r *http.Request) {
+	list := s.m.Providers(r.Context())
+	out := make([]providerJSON, 0, len(list))
+	for _, ps := range list {
+		out = append(out, providerOut(ps))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) getProvider(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.m.Provider(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cfg := maps.Clone(s.opts.ProviderConfigs[ps.Name])
+	if cfg == nil {
+		cfg = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, providerDetailJSON{providerJSON: providerOut(ps), SandboxCount: ps.SandboxCount, Config: cfg})
+}
+
+func (s *server) testProviders(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.m.TestProviders(r.Context()))
+}
+
+func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	snaps, err := s.m.Snapshots(r.Context())
+	if err != nil {
+		if len(snaps) == 0 {
+			s.writeError(w, r, err)
+			return
+		}
+		// One provider failing should not hide the others' snapshots.
+		s.log.Warn("listing snapshots", "request_id", requestID(r.Context()), "err", err)
+	}
+	out := make([]snapshotJSON, 0, len(snaps))
+	for _, sn := range snaps {
+		out = append(out, snapshotOut(sn))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func snapshotOut(sn provider.Snapshot) snapshotJSON {
+	return snapshotJSON{Image: sn.Image, Provider: sn.Provider, CreatedAt: rfc3339(sn.Created)}
+}
+
+// poolStatus reports warm pools, which do not exist yet: disabled, empty.
+func (s *server) poolStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, poolStatusJSON{})
+}
+
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, healthJSON{
+		Status: "ok", Version: s.opts.Version, Uptime: s.m.Uptime().Round(time.Second).String(),
+	})
+}
+
+func (s *server) metricsSummary(w http.ResponseWriter, r *http.Request) {
+	st, err := s.m.Stats(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := metricsJSON{
+		Uptime:              st.Uptime.Round(time.Second).String(),
+		SandboxesByState:    st.SandboxesByState,
+		SandboxesByProvider: st.SandboxesByProv,
+		SpawnsTotal:         st.SpawnsTotal,
+		ExecsTotal:          st.ExecsTotal,
+		SpawnFailures:       st.SpawnFailures,
+		EventsPublished:     st.EventsPublished,
+		ProvidersLoaded:     st.ProvidersLoaded,
+		ProvidersDeclined:   st.ProvidersDeclined,
+	}
+	for state, n := range st.SandboxesByState {
+		if state != string(provider.StateDestroyed) {
+			out.SandboxesActive += n
+		}
+	}
+	if out.SandboxesByState == nil {
+		out.SandboxesByState = map[string]int{}
+	}
+	if out.SandboxesByProvider == nil {
+		out.SandboxesByProvider = map[string]int{}
+	}
+	if out.ProvidersLoaded == nil {
+		out.ProvidersLoaded = []string{}
+	}
+	if out.ProvidersDeclined == nil {
+		out.ProvidersDeclined = []string{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// prometheus serves the text exposition, or 404 when metrics are off.
+func (s *server) prometheus(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Metrics == nil {
+		s.writeError(w, r, errdefs.New(errdefs.ErrNotFound, "Prometheus metrics are not enabled on this server"))
+		return
+	}
+	s.opts.Metrics.Handler().ServeHTTP(w, r)
+}
+
+// events streams the event bus as server-sent events. A client that
+// reconnects with Last-Event-ID (header, or ?last_event_id= for
+// EventSource polyfills that cannot set headers) first gets the kept
+// events after that ID. When the subscriber falls behind, the bus drops
+// it and the stream ends; the client reconnects and resumes.
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	var after uint64
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("last_event_id")
+	}
+	if last != "" {
+		n, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			s.writeError(w, r, errdefs.New(errdefs.ErrInvalidArgument, "Last-Event-ID must be an event id (an integer), not %q", last))
+			return
+		}
+		after = n
+	}
+	ch, cancel := s.m.Events().Subscribe(after)
+	defer cancel()
+	clearDeadlines(w, false, true)
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// The opening comment commits the headers, so that a client knows it
+	// is subscribed before the first event.
+	if _, err := fmt.Fprint(w, ": connected\n\n"); err != nil {
+		return
+	}
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	ka := time.NewTicker(s.opts.EventsKeepAlive)
+	defer ka.Stop()
+	ctx := r.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ka.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+		case e, ok := <-ch:
+			if !ok {
+				return
+			}
+			data, err := json.Marshal(e)
+			if err != nil {
+				s.log.Error("encode event", "err", err)
+				continue
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, data); err != nil {
+				return
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
