@@ -43,6 +43,10 @@ type Options struct {
 	// EventsKeepAlive is how often an idle event stream gets a comment
 	// line, so that proxies keep it open (default 15s).
 	EventsKeepAlive time.Duration
+	// ShuttingDown, when closed, ends event streams: they never finish on
+	// their own, and a graceful shutdown must not wait for them (requests
+	// such as exec drain normally).
+	ShuttingDown <-chan struct{}
 }
 
 const (

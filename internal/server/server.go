@@ -75,6 +75,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		log.Error("reconcile finished with errors", "err", err)
 	}
 
+	shuttingDown := make(chan struct{})
 	handler := api.New(m, api.Options{
 		APIKey:          cfg.Server.APIKey,
 		CORSOrigins:     cfg.Server.CORSOrigins,
@@ -85,6 +86,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		Version:         version.String(),
 		ProviderConfigs: providerConfigs(cfg),
 		Metrics:         met,
+		ShuttingDown:    shuttingDown,
 	})
 	srv := &http.Server{
 		Handler: handler,
@@ -94,6 +96,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(shuttingDown) })
 
 	reaperCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	reaperDone := make(chan struct{})

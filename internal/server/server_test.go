@@ -166,3 +166,25 @@ func TestDoctorReportsEveryProvider(t *testing.T) {
 		t.Fatalf("mock check = %+v", mockCheck)
 	}
 }
+
+func TestShutdownEndsEventStreams(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	base, stop := start(t, cfg, io.Discard)
+	resp, err := http.Get(base + "/api/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 64)
+	if _, err := resp.Body.Read(first); err != nil {
+		t.Fatalf("no opening comment: %v", err)
+	}
+	t0 := time.Now()
+	stop() // must not wait for shutdown_timeout (5s here) on the open stream
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Fatalf("shutdown waited %v for an event stream", d)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Logf("stream ended with %v", err)
+	}
+}
