@@ -1,0 +1,75 @@
+package firecracker
+
+import (
+	"io"
+	"testing"
+
+	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/providertest"
+)
+
+// The numbers these report are of the FAKE VMM on this machine: they time
+// the provider's own work (drive clone, VMM API, vsock, agent) around a
+// guest that is a local process, not a microVM boot.
+
+func benchProvider(b *testing.B, snapshots bool) *Provider {
+	cfg, _ := fakeConfig(b, shortDir(b))
+	cfg.NoSnapshots = !snapshots
+	cfg.Logger = nil
+	p, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	// Build the image and (with snapshots) the base snapshot outside the
+	// timed loop.
+	id := providertest.NewID()
+	if _, err := p.Spawn(b.Context(), provider.Spec{ID: id, Image: testEnv.image}); err != nil {
+		b.Fatal(err)
+	}
+	p.Destroy(b.Context(), id)
+	return p
+}
+
+func benchSpawn(b *testing.B, snapshots bool) {
+	p := benchProvider(b, snapshots)
+	for b.Loop() {
+		id := providertest.NewID()
+		if _, err := p.Spawn(b.Context(), provider.Spec{ID: id, Image: testEnv.image}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		p.Destroy(b.Context(), id)
+		b.StartTimer()
+	}
+}
+
+func BenchmarkFakeSpawnColdBoot(b *testing.B) { benchSpawn(b, false) }
+func BenchmarkFakeSpawnRestore(b *testing.B)  { benchSpawn(b, true) }
+
+func BenchmarkFakeExec(b *testing.B) {
+	p := benchProvider(b, true)
+	id := providertest.NewID()
+	if _, err := p.Spawn(b.Context(), provider.Spec{ID: id, Image: testEnv.image}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Destroy(b.Context(), id) })
+	for b.Loop() {
+		if _, err := p.Exec(b.Context(), id, provider.ExecRequest{Argv: []string{"true"}}, io.Discard, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFakeDestroy(b *testing.B) {
+	p := benchProvider(b, true)
+	for b.Loop() {
+		b.StopTimer()
+		id := providertest.NewID()
+		if _, err := p.Spawn(b.Context(), provider.Spec{ID: id, Image: testEnv.image}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		p.Destroy(b.Context(), id)
+	}
+}
