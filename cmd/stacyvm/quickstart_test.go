@@ -12,10 +12,11 @@ import (
 	"time"
 )
 
-// TestREADMEQuickStart runs the README's quick start as written: it builds
-// the real binary, starts `stacyvm serve` as its own process with no
-// configuration file, runs the README's curl block and CLI block with bash,
-// and stops the server with SIGTERM. Only the address is substituted.
+// TestREADMEQuickStart runs the README's quick start as written: the
+// README's first command (scripts/serve, which builds the binaries and
+// serves) with no configuration file in an empty directory, then the curl
+// block and the CLI block with bash, then SIGTERM. Only the address is
+// substituted, and the state directories are kept inside the test's.
 func TestREADMEQuickStart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binary; skipped in -short mode")
@@ -34,17 +35,18 @@ func TestREADMEQuickStart(t *testing.T) {
 		t.Fatalf("the quick start must have a curl block and a CLI block; found %d bash blocks", len(blocks))
 	}
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "stacyvm")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
 	}
+	first := strings.Fields(strings.SplitN(bashBlocks(t, string(readme), "# StacyVM")[0], "\n", 2)[0])[0]
+	if first != "scripts/serve" {
+		t.Fatalf("the README's first command is %q; this test runs scripts/serve", first)
+	}
+	dir := t.TempDir()
 	addr := "127.0.0.1:" + freePort(t)
-	srv := exec.Command(bin, "serve", "--listen", addr)
+	srv := exec.Command(filepath.Join(repo, "scripts/serve"), "--listen", addr)
 	srv.Dir = dir
-	// Keep the sandboxes' state inside the test's directory; everything
-	// else is the fresh-machine default.
 	srv.Env = append(os.Environ(), "STACYVM_MOCK_DIR="+filepath.Join(dir, "mock"))
 	logs := &syncBuffer{}
 	srv.Stdout, srv.Stderr = logs, logs
@@ -61,7 +63,8 @@ func TestREADMEQuickStart(t *testing.T) {
 		script = strings.ReplaceAll(script, "localhost:7423", addr)
 		cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "STACYVM_SERVER=http://"+addr)
+		cmd.Env = append(os.Environ(), "STACYVM_SERVER=http://"+addr,
+			"PATH="+filepath.Join(repo, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("quick start failed: %v\n--- script\n%s\n--- output\n%s\n--- server log\n%s", err, script, out, logs.String())
@@ -75,9 +78,7 @@ func TestREADMEQuickStart(t *testing.T) {
 			t.Errorf("curl quick start output lacks %q:\n%s", want, out)
 		}
 	}
-	// The CLI block builds the binary itself; it is already built here.
-	cli := strings.ReplaceAll(blocks[1], "go build -o stacyvm ./cmd/stacyvm", "true")
-	out = run(cli)
+	out = run(blocks[1])
 	for _, want := range []string{"hello", "hi there"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("CLI quick start output lacks %q:\n%s", want, out)
@@ -90,7 +91,7 @@ func TestREADMEQuickStart(t *testing.T) {
 		if err != nil {
 			t.Errorf("serve after SIGTERM: %v\n%s", err, logs.String())
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("serve did not stop on SIGTERM")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "stacyvm.db")); err != nil {
@@ -128,7 +129,8 @@ func bashBlocks(t *testing.T, doc, heading string) []string {
 
 func waitHealthy(t *testing.T, base string, exited <-chan error, logs *syncBuffer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// scripts/serve compiles both binaries first.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/health", nil)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/docker"
+	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/mock"
 )
 
@@ -25,9 +28,48 @@ type opener struct {
 // (the registry's auto choice ranks by Capabilities, not by this order).
 func openers() []opener {
 	return []opener{
+		{"firecracker", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			fc := firecracker.Config{
+				Binary:   cfg.Firecracker.Binary,
+				Kernel:   cfg.Firecracker.Kernel,
+				StateDir: cfg.Firecracker.StateDir,
+				Logger:   log.With("provider", "firecracker"),
+			}
+			if err := firecracker.Check(ctx, fc); err != nil {
+				return nil, err
+			}
+			return firecracker.New(fc)
+		}},
+		// gVisor through the same daemon, as its own provider so that auto
+		// can prefer its user-space kernel; it declines where runsc is not
+		// registered with dockerd.
+		{"gvisor", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			if cfg.Docker.Runtime == "runsc" {
+				return nil, errors.New("docker.runtime is runsc already: the docker provider is gVisor")
+			}
+			dc := dockerConfig(cfg, log)
+			dc.Name, dc.Runtime = "gvisor", "runsc"
+			return docker.New(ctx, dc)
+		}},
+		{"docker", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			return docker.New(ctx, dockerConfig(cfg, log))
+		}},
 		{"mock", func(_ context.Context, cfg *config.Config, _ *slog.Logger) (provider.Provider, error) {
 			return mock.New(mock.Options{Dir: cfg.Mock.Dir})
 		}},
+	}
+}
+
+func dockerConfig(cfg *config.Config, log *slog.Logger) docker.Config {
+	return docker.Config{
+		Host:         cfg.Docker.Host,
+		Runtime:      cfg.Docker.Runtime,
+		Network:      cfg.Docker.Network,
+		ReadOnlyRoot: cfg.Docker.ReadOnlyRoot,
+		User:         cfg.Docker.User,
+		PidsLimit:    cfg.Docker.PidsLimit,
+		AgentPath:    cfg.Docker.AgentPath,
+		Logger:       log.With("provider", "docker"),
 	}
 }
 
