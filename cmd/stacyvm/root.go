@@ -154,6 +154,7 @@ with --api-key (env ` + envAPIKey + `).`,
 		a.versionCmd(),
 		a.serveCmd(),
 		a.doctorCmd(),
+		a.buildImageCmd(),
 	)
 	markFailures(root)
 	return root

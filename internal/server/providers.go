@@ -29,12 +29,7 @@ type opener struct {
 func openers() []opener {
 	return []opener{
 		{"firecracker", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
-			fc := firecracker.Config{
-				Binary:   cfg.Firecracker.Binary,
-				Kernel:   cfg.Firecracker.Kernel,
-				StateDir: cfg.Firecracker.StateDir,
-				Logger:   log.With("provider", "firecracker"),
-			}
+			fc := FirecrackerConfig(cfg, log)
 			if err := firecracker.Check(ctx, fc); err != nil {
 				return nil, err
 			}
@@ -57,6 +52,18 @@ func openers() []opener {
 		{"mock", func(_ context.Context, cfg *config.Config, _ *slog.Logger) (provider.Provider, error) {
 			return mock.New(mock.Options{Dir: cfg.Mock.Dir})
 		}},
+	}
+}
+
+// FirecrackerConfig is the Firecracker provider's configuration, for the
+// provider and for `stacyvm build-image`.
+func FirecrackerConfig(cfg *config.Config, log *slog.Logger) firecracker.Config {
+	return firecracker.Config{
+		Binary:     cfg.Firecracker.Binary,
+		Kernel:     cfg.Firecracker.Kernel,
+		StateDir:   cfg.Firecracker.StateDir,
+		DockerHost: cfg.Docker.Host,
+		Logger:     log.With("provider", "firecracker"),
 	}
 }
 
