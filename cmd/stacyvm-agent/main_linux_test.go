@@ -23,9 +23,17 @@ import (
 // real main instead of the tests.
 const runAgentEnv = "STACYVM_AGENT_TEST_RUN_MAIN"
 
+// commandRoleEnv makes the test binary a command run through the agent
+// instead. Its name is outside the agent's reserved prefix, so that it
+// reaches commands.
+const commandRoleEnv = "STACYVM_TEST_COMMAND_ROLE"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(runAgentEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if role := os.Getenv(commandRoleEnv); role != "" {
+		os.Exit(commandRole(role))
 	}
 	os.Exit(m.Run())
 }
@@ -276,6 +284,11 @@ func TestAgentAsPID1(t *testing.T) {
 	st, err = c.Exec(t.Context(), provider.ExecRequest{Argv: provider.ShellArgv("exit 9"), WorkDir: "/"}, nil, nil)
 	if err != nil || st.ExitCode != 9 {
 		t.Fatalf("exit status through PID 1: %+v %v", st, err)
+	}
+	// PID 1 manages its guest, and the agent serving for it, which is
+	// not PID 1, knows: it serves the refresh.
+	if err := c.Refresh(t.Context(), entropy(t), time.Now()); err != nil {
+		t.Errorf("Refresh through PID 1's agent: %v", err)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

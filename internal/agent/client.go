@@ -195,6 +195,10 @@ func (c *Client) Exec(ctx context.Context, req provider.ExecRequest, stdout, std
 // keep reading a request body after the response arrived, so the body is
 // fenced off when the call ends.
 func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error {
+	mode, err := provider.NormalizeMode(mode)
+	if err != nil {
+		return fmt.Errorf("agent write %s: %w", path, err)
+	}
 	body := &fencedReader{r: r}
 	defer body.fence()
 	q := url.Values{"path": {path}, "mode": {FormatMode(mode)}}
@@ -258,8 +262,26 @@ func (c *Client) MoveFile(ctx context.Context, oldPath, newPath string) error {
 	return c.callJSON(ctx, http.MethodPost, pathFilesMove, nil, wireMove{OldPath: oldPath, NewPath: newPath}, nil)
 }
 
+// Chmod sets the mode of path in the sandbox. mode is anything
+// provider.NormalizeMode accepts; the rest is refused here, before the
+// wire, whose mode string has room for nothing else.
 func (c *Client) Chmod(ctx context.Context, path string, mode fs.FileMode) error {
+	mode, err := provider.NormalizeMode(mode)
+	if err != nil {
+		return fmt.Errorf("agent chmod %s: %w", path, err)
+	}
 	return c.callJSON(ctx, http.MethodPost, pathFilesMod, nil, wireChmod{Path: path, Mode: FormatMode(mode)}, nil)
+}
+
+// Refresh gives a guest restored from a snapshot fresh entropy and the
+// host's wall-clock time (POST /v1/guest/refresh): the agent mixes entropy
+// into the guest kernel's pool with credit, forces its CRNG to reseed, and
+// corrects the guest's clock. Only an agent that manages its guest (a
+// microVM's init) does this; any other answers errdefs.ErrUnimplemented, as
+// does an agent that predates the route. Fewer than MinRefreshEntropy
+// bytes is errdefs.ErrInvalidArgument.
+func (c *Client) Refresh(ctx context.Context, entropy []byte, now time.Time) error {
+	return c.callJSON(ctx, http.MethodPost, pathRefresh, nil, wireRefresh{Entropy: entropy, UnixNanos: now.UnixNano()}, nil)
 }
 
 func (c *Client) Glob(ctx context.Context, pattern string) ([]string, error) {

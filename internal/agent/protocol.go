@@ -27,6 +27,7 @@ const (
 	pathFilesMove = "/v1/files/move"
 	pathFilesMod  = "/v1/files/chmod"
 	pathFilesGlob = "/v1/files/glob"
+	pathRefresh   = "/v1/guest/refresh"
 )
 
 // Content types on the wire.
@@ -172,6 +173,20 @@ type wireChmod struct {
 	Mode string `json:"mode"`
 }
 
+// wireRefresh is the body of POST /v1/guest/refresh. Entropy is base64 in
+// JSON (encoding/json's rule for []byte).
+type wireRefresh struct {
+	Entropy   []byte `json:"entropy"`
+	UnixNanos int64  `json:"unix_nanos"`
+}
+
+// Bounds on a refresh's entropy. 32 bytes is the 256 bits the kernel's CRNG
+// is keyed with; the upper bound only keeps a request small.
+const (
+	MinRefreshEntropy = 32
+	MaxRefreshEntropy = 4096
+)
+
 // fileTypes maps fs.FileMode type bits to wire type names. Order matters:
 // a character device has both ModeDevice and ModeCharDevice.
 var fileTypes = []struct {
@@ -209,8 +224,11 @@ func fileTypeBits(name string) fs.FileMode {
 	return fs.ModeIrregular
 }
 
-// FormatMode renders permission and special bits as the Unix octal string
-// the protocol uses ("0644", "4755").
+// FormatMode renders permission and special bits (Go's fs.ModeSetuid,
+// fs.ModeSetgid, fs.ModeSticky) as the Unix octal string the protocol uses
+// ("0644", "4755"). Other bits are not rendered: type bits travel apart, as
+// FileInfo's type, and a mode from a caller must be checked with
+// provider.NormalizeMode first, which refuses what cannot be sent.
 func FormatMode(m fs.FileMode) string {
 	u := uint32(m.Perm())
 	if m&fs.ModeSetuid != 0 {

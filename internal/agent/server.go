@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -27,10 +29,17 @@ type ServerOptions struct {
 	// "Authorization: Bearer <token>". Transports reachable by more than
 	// the host (TCP on a shared network) need it.
 	Token string
+	// Refresh serves POST /v1/guest/refresh: reseed the guest kernel's
+	// random state with entropy and set its clock to now. Only an agent
+	// that manages its guest (a microVM's init) sets it; nil answers
+	// errdefs.ErrUnimplemented. The server has checked entropy's length
+	// (MinRefreshEntropy..MaxRefreshEntropy) and that now is after 1970.
+	Refresh func(ctx context.Context, entropy []byte, now time.Time) error
 }
 
 type server struct {
 	g       provider.Guest
+	refresh func(ctx context.Context, entropy []byte, now time.Time) error
 	log     *slog.Logger
 	version string
 	maxJSON int64
@@ -42,7 +51,7 @@ type server struct {
 // state besides g, so any number of requests run at once and one handler
 // can serve several listeners.
 func NewServer(g provider.Guest, opts ServerOptions) http.Handler {
-	s := &server{g: g, log: opts.Logger, version: opts.Version, maxJSON: opts.MaxJSONBytes}
+	s := &server{g: g, refresh: opts.Refresh, log: opts.Logger, version: opts.Version, maxJSON: opts.MaxJSONBytes}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -66,6 +75,7 @@ func NewServer(g provider.Guest, opts ServerOptions) http.Handler {
 	mux.HandleFunc("POST "+pathFilesMove, s.moveFile)
 	mux.HandleFunc("POST "+pathFilesMod, s.chmod)
 	mux.HandleFunc("GET "+pathFilesGlob, s.glob)
+	mux.HandleFunc("POST "+pathRefresh, s.refreshGuest)
 	s.mux = mux
 	return s
 }
@@ -332,4 +342,34 @@ func (s *server) glob(w http.ResponseWriter, r *http.Request) {
 		matches = []string{}
 	}
 	s.reply(w, matches)
+}
+
+// refreshGuest checks the request fully before asking whether this agent
+// may act, so that a malformed request is reported as such everywhere.
+func (s *server) refreshGuest(w http.ResponseWriter, r *http.Request) {
+	var rf wireRefresh
+	if err := decodeJSON(r.Body, s.maxJSON, &rf); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if n := len(rf.Entropy); n < MinRefreshEntropy || n > MaxRefreshEntropy {
+		s.fail(w, r, errdefs.New(errdefs.ErrInvalidArgument,
+			"refresh: %d bytes of entropy, want %d to %d", n, MinRefreshEntropy, MaxRefreshEntropy))
+		return
+	}
+	if rf.UnixNanos <= 0 {
+		s.fail(w, r, errdefs.New(errdefs.ErrInvalidArgument, "refresh: unix_nanos must be a time after 1970"))
+		return
+	}
+	if s.refresh == nil {
+		s.fail(w, r, errdefs.WithHint(
+			errdefs.New(errdefs.ErrUnimplemented, "refresh: this agent does not manage its guest"),
+			"only an agent running as the guest's init (PID 1, or started with --manage-guest) reseeds the kernel and sets the clock"))
+		return
+	}
+	if err := s.refresh(r.Context(), rf.Entropy, time.Unix(0, rf.UnixNanos)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.done(w)
 }

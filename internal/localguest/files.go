@@ -34,7 +34,7 @@ func (g *Guest) WriteFile(ctx context.Context, p string, r io.Reader, mode fs.Fi
 	if mode == 0 {
 		mode = 0o644
 	}
-	perm, err := permBits("write", sp, mode)
+	perm, err := fileMode("write", sp, mode)
 	if err != nil {
 		return err
 	}
@@ -353,14 +353,14 @@ func (g *Guest) moveAcross(ctx context.Context, so, sn, ro, rn string, fi fs.Fil
 	return nil
 }
 
-// Chmod sets the permission bits (0..07777) of the file at p, following a
-// final link.
+// Chmod sets the mode of the file at p, following a final link. The mode
+// is anything provider.NormalizeMode accepts.
 func (g *Guest) Chmod(ctx context.Context, p string, mode fs.FileMode) error {
 	sp, err := SandboxPath(p)
 	if err != nil {
 		return err
 	}
-	perm, err := permBits("chmod", sp, mode)
+	perm, err := fileMode("chmod", sp, mode)
 	if err != nil {
 		return err
 	}
@@ -377,11 +377,30 @@ func (g *Guest) Chmod(ctx context.Context, p string, mode fs.FileMode) error {
 			return err
 		}
 	}
-	if err := g.root.Chmod(rel, perm); err != nil {
+	if err := g.chmodRel(rel, perm); err != nil {
 		return classify("chmod", sp, err)
 	}
 	return nil
 }
+
+// chmodRel is os.Root.Chmod with a fallback for seccomp profiles that
+// refuse fchmodat2 with EPERM rather than ENOSYS (Docker 20.10's default
+// profile under crun): os.Root only falls back to another way on ENOSYS.
+// A genuine EPERM (not the owner) fails the fallback the same way.
+func (g *Guest) chmodRel(rel string, mode fs.FileMode) error {
+	err := g.root.Chmod(rel, mode)
+	if err == nil || !errors.Is(unwrapPathErr(err), syscall.EPERM) {
+		return err
+	}
+	if ferr := chmodFallback(g.root, rel, mode); !errors.Is(ferr, errNoFallback) {
+		return ferr
+	}
+	return err
+}
+
+// errNoFallback: chmodFallback does not apply; the caller's own error
+// stands.
+var errNoFallback = errors.New("no other way to change the mode")
 
 func parentRel(rel string) string {
 	dir := path.Dir(rel)

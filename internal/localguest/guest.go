@@ -101,7 +101,7 @@ func New(opts Options) (*Guest, error) {
 			return nil, fmt.Errorf("localguest: create /%s: %w", d.name, unwrapPathErr(err))
 		}
 		// Mkdir is subject to the umask and drops the sticky bit.
-		if err := root.Chmod(d.name, d.mode); err != nil {
+		if err := g.chmodRel(d.name, d.mode); err != nil {
 			root.Close()
 			return nil, fmt.Errorf("localguest: chmod /%s: %w", d.name, unwrapPathErr(err))
 		}

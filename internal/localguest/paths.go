@@ -2,6 +2,7 @@ package localguest
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -180,24 +181,12 @@ func notFound(op, sp string) error {
 	return errdefs.New(errdefs.ErrFileNotFound, "%s %s: no such file or directory", op, sp)
 }
 
-// permBits converts a caller's mode to the Go mode to apply: Unix
-// permission bits 0..07777 (setuid, setgid and sticky as 04000, 02000,
-// 01000, or as Go's fs.ModeSetuid/ModeSetgid/ModeSticky). Anything else is
-// invalid.
-func permBits(op, sp string, m fs.FileMode) (fs.FileMode, error) {
-	const goSpecial = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	if m&^(0o7777|goSpecial) != 0 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "%s %s: mode %#o is not in 0..07777", op, sp, uint32(m))
-	}
-	out := m & (fs.ModePerm | goSpecial)
-	if m&0o4000 != 0 {
-		out |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		out |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		out |= fs.ModeSticky
+// fileMode applies provider.NormalizeMode, the one rule for modes, naming
+// the operation and the sandbox path when it refuses.
+func fileMode(op, sp string, m fs.FileMode) (fs.FileMode, error) {
+	out, err := provider.NormalizeMode(m)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", op, sp, err)
 	}
 	return out, nil
 }

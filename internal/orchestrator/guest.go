@@ -293,10 +293,10 @@ func checkPath(p string) error {
 	return nil
 }
 
-// checkMode admits permission bits only (0 to 0777).
+// checkMode admits what provider.NormalizeMode does: permission bits with
+// the setuid, setgid and sticky bits in either spelling (04755, or
+// fs.ModeSetuid|0755). Providers normalise the mode themselves.
 func checkMode(mode fs.FileMode) error {
-	if mode&^fs.ModePerm != 0 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "mode %#o is not a permission mode (0 to 0777)", uint32(mode))
-	}
-	return nil
+	_, err := provider.NormalizeMode(mode)
+	return err
 }

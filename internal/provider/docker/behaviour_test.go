@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -585,5 +586,45 @@ func TestSpawnCancelled(t *testing.T) {
 		if _, err := os.Stat(p.socketDir(id)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after %v: socket dir left behind: %v", after, err)
 		}
+	}
+}
+
+// TestImageEnvReachesCommands: dockerd starts the agent with the image's
+// ENV plus Spec.Env (Spec.Env wins), and commands start from the agent's
+// environment; a command's own variables win over both.
+func TestImageEnvReachesCommands(t *testing.T) {
+	p := newProvider(t, "runc")
+	needImage(t, busyboxImage)
+	ctx := testCtx(t)
+	// An image with ENV of its own: busybox plus two variables.
+	ctr, err := env.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{Image: busyboxImage, Cmd: []string{"true"}, Labels: testLabels()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := "stacyvm-test/env:" + env.runID
+	_, err = env.cli.ContainerCommit(ctx, ctr.ID, client.ContainerCommitOptions{
+		Reference: ref, Changes: []string{"ENV FROM_IMAGE=yes", "ENV SHARED=image"},
+	})
+	env.cli.ContainerRemove(ctx, ctr.ID, client.ContainerRemoveOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		env.cli.ImageRemove(context.Background(), ref, client.ImageRemoveOptions{Force: true})
+	})
+	id := newID()
+	if _, err := p.Spawn(ctx, provider.Spec{ID: id, Image: ref, Env: map[string]string{"SHARED": "spec", "FROM_SPEC": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Destroy(context.Background(), id) })
+	if got := mustRun(t, p, id, `echo "$FROM_IMAGE $SHARED $FROM_SPEC"; [ -n "$PATH" ] && echo path`); got != "yes spec 1\npath" {
+		t.Errorf("image and sandbox environment in a command: %q", got)
+	}
+	var out strings.Builder
+	st, err := p.Exec(ctx, id, provider.ExecRequest{Argv: provider.ShellArgv(`echo "$SHARED $FROM_IMAGE"`), Env: map[string]string{"SHARED": "request"}}, &out, io.Discard)
+	if err != nil || st.ExitCode != 0 || out.String() != "request yes\n" {
+		t.Errorf("request environment over the image's: %q, %+v, %v", out.String(), st, err)
 	}
 }

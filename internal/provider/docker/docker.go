@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"net"
@@ -66,37 +65,10 @@ type Provider struct {
 type sandbox struct {
 	containerID string
 	sockDir     string // host directory mounted at /run/stacyvm
-	guest       *agent.Client
-	// env is the container's environment (the image's ENV plus Spec.Env).
-	// The agent starts commands from a fixed base environment, so it is
-	// sent with every command; the command's own variables win.
-	env map[string]string
-}
-
-// execGuest is the Guest handed to GuestRouter: the agent client with the
-// container's environment added to every command.
-type execGuest struct {
-	*agent.Client
-	env map[string]string
-}
-
-func (g execGuest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
-	if len(g.env) > 0 {
-		env := maps.Clone(g.env)
-		maps.Copy(env, req.Env)
-		req.Env = env
-	}
-	return g.Client.Exec(ctx, req, stdout, stderr)
-}
-
-func envMap(list []string) map[string]string {
-	m := make(map[string]string, len(list))
-	for _, kv := range list {
-		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
-			m[k] = v
-		}
-	}
-	return m
+	// guest needs no environment from the provider: dockerd starts the
+	// agent with the image's ENV plus Spec.Env, and the agent starts
+	// every command from its own environment.
+	guest *agent.Client
 }
 
 var (
@@ -307,16 +279,6 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 	}
 	sb := &sandbox{containerID: res.ID, sockDir: sockDir}
 	sb.guest = agent.NewClient(p.dialer(spec.ID, res.ID, filepath.Join(sockDir, socketName)))
-	// dockerd merged the image's ENV into the container's; that merged list
-	// is what commands should see.
-	ins, err := p.cli.ContainerInspect(ctx, res.ID, client.ContainerInspectOptions{})
-	if err != nil {
-		p.cleanup(spec.ID, sb)
-		return provider.Info{}, classify(err, "docker: inspect new container of %s", spec.ID)
-	}
-	if ins.Container.Config != nil {
-		sb.env = envMap(ins.Container.Config.Env)
-	}
 
 	if err := p.start(ctx, spec.ID, sb); err != nil {
 		p.cleanup(spec.ID, sb)
@@ -563,7 +525,7 @@ func (p *Provider) lookup(ctx context.Context, id string) (provider.Guest, error
 	sb := p.live[id]
 	p.mu.Unlock()
 	if sb != nil {
-		return execGuest{sb.guest, sb.env}, nil
+		return sb.guest, nil
 	}
 	if checkID(id) != nil {
 		return nil, errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %q not found", id)
@@ -588,7 +550,7 @@ func (p *Provider) lookup(ctx context.Context, id string) (provider.Guest, error
 	if sockDir == "" {
 		return nil, fmt.Errorf("docker: container of sandbox %s has no agent socket mount", id)
 	}
-	sb = &sandbox{containerID: ctr.ID, sockDir: sockDir, env: envMap(ctr.Config.Env)}
+	sb = &sandbox{containerID: ctr.ID, sockDir: sockDir}
 	sb.guest = agent.NewClient(p.dialer(id, ctr.ID, filepath.Join(sockDir, socketName)))
 	p.mu.Lock()
 	if cur := p.live[id]; cur != nil {
@@ -598,7 +560,7 @@ func (p *Provider) lookup(ctx context.Context, id string) (provider.Guest, error
 		p.live[id] = sb
 	}
 	p.mu.Unlock()
-	return execGuest{sb.guest, sb.env}, nil
+	return sb.guest, nil
 }
 
 // inspect returns the container of sandbox id if this provider owns it.

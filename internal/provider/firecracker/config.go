@@ -55,8 +55,8 @@ type Config struct {
 	// agent. Default 30s.
 	ReadyTimeout time.Duration
 	// Refresh fixes up a guest restored from a snapshot (fresh entropy,
-	// corrected clock). Nil means the agent client's own Refresh method
-	// when it has one; without either, snapshot restore is disabled.
+	// corrected clock). Nil means the agent client's Refresh method (POST
+	// /v1/guest/refresh); tests replace it.
 	Refresh RefreshFunc
 	// DockerHost is the daemon address used to export Docker images (""
 	// means DOCKER_HOST, then the default socket).

@@ -58,8 +58,13 @@ type GuestRefresher interface {
 const refreshEntropyBytes = 64
 
 // agentArgs follow the kernel command line's " -- " and become the init's
-// arguments.
-var agentArgs = "--listen vsock:" + strconv.Itoa(AgentVsockPort) + " --root /"
+// arguments. --manage-guest: the agent is the guest's init, so it mounts
+// /proc, /sys and /dev, brings up lo, and serves the snapshot refresh (it
+// would infer as much from finding no /proc; saying it is plainer).
+var agentArgs = "--listen vsock:" + strconv.Itoa(AgentVsockPort) + " --root / --manage-guest"
+
+// The agent client is what refreshes restored guests by default.
+var _ GuestRefresher = (*agent.Client)(nil)
 
 // Provider implements provider.Provider with Firecracker microVMs. It also
 // implements provider.Inventory and provider.SnapshotLister.
@@ -138,15 +143,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	p.refresh = cfg.Refresh
 	if p.refresh == nil {
-		if _, ok := any(&agent.Client{}).(GuestRefresher); ok {
-			p.refresh = agentRefresh
-		}
+		p.refresh = agentRefresh
 	}
-	switch {
-	case cfg.NoSnapshots:
-	case p.refresh == nil:
-		p.log.Warn("firecracker: snapshot restore disabled: the agent client cannot reseed a restored guest's entropy and clock")
-	default:
+	if !cfg.NoSnapshots {
 		kd, err := sha256File(kernel)
 		if err != nil {
 			return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "firecracker: reading the kernel")
@@ -585,45 +584,12 @@ func (p *Provider) lookup(id string) (*vm, error) {
 }
 
 // envGuest applies the sandbox's environment (Spec.Env) to every command
-// (a request's own variables win), and checks file modes before they reach
-// the agent client, whose wire format has no room for anything but
-// permission and set-id/sticky bits.
+// (a request's own variables win): a VM's init starts without it, so the
+// agent cannot have it in its own environment. File modes need nothing
+// here: the agent client applies provider.NormalizeMode itself.
 type envGuest struct {
 	provider.Guest
 	env map[string]string
-}
-
-// unixMode accepts what the provider contract allows for a mode: Unix bits
-// 0..07777, with set-id and sticky bits either as Unix bits or as Go's
-// fs.ModeSetuid/ModeSetgid/ModeSticky; anything else is invalid.
-func unixMode(op, path string, m fs.FileMode) (fs.FileMode, error) {
-	const goSpecial = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	if m&^(0o7777|goSpecial) != 0 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "%s %s: mode %#o is not in 0..07777", op, path, uint32(m))
-	}
-	out := m & (fs.ModePerm | goSpecial)
-	for _, b := range []struct{ unix, goBit fs.FileMode }{{0o4000, fs.ModeSetuid}, {0o2000, fs.ModeSetgid}, {0o1000, fs.ModeSticky}} {
-		if m&b.unix != 0 {
-			out |= b.goBit
-		}
-	}
-	return out, nil
-}
-
-func (g envGuest) WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error {
-	m, err := unixMode("write", path, mode)
-	if err != nil {
-		return err
-	}
-	return g.Guest.WriteFile(ctx, path, r, m)
-}
-
-func (g envGuest) Chmod(ctx context.Context, path string, mode fs.FileMode) error {
-	m, err := unixMode("chmod", path, mode)
-	if err != nil {
-		return err
-	}
-	return g.Guest.Chmod(ctx, path, m)
 }
 
 func (g envGuest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {

@@ -191,24 +191,44 @@ func TestRestoreFailureFallsBackToColdBoot(t *testing.T) {
 	}
 }
 
-func TestSnapshotsOffWithoutRefresh(t *testing.T) {
+// TestSnapshotRestoreRefreshesThroughTheAgent runs the production
+// refresh: the agent client's Refresh, served by the real agent inside the
+// fake guest (PID 1 with --manage-guest), which reseeds the kernel's random
+// state and checks the clock (the fake guest shares the host's kernel and
+// clock, which is within tolerance, so it is not stepped).
+func TestSnapshotRestoreRefreshesThroughTheAgent(t *testing.T) {
 	entries := journal(t)
-	cfg, _ := fakeConfig(t, shortDir(t))
-	cfg.Refresh = nil // the agent client has no refresh method yet
+	cfg, r := fakeConfig(t, shortDir(t))
+	cfg.Refresh = nil // the default: agent.Client.Refresh
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Snapshots stay on only if the agent client itself can refresh.
-	refreshable := p.refresh != nil
-	if p.Capabilities().Snapshots != refreshable {
-		t.Errorf("Capabilities().Snapshots = %v with refresh available = %v", p.Capabilities().Snapshots, refreshable)
+	t.Cleanup(func() { p.Close() })
+	if !p.Capabilities().Snapshots {
+		t.Fatal("snapshots are off with the agent client's refresh")
 	}
-	spawnT(t, p, provider.Spec{})
-	spawnT(t, p, provider.Spec{})
-	for _, l := range entries() {
-		if !refreshable && (l.Path == "/snapshot/create" || l.Path == "/snapshot/load") {
-			t.Errorf("snapshot call %s %s although no guest could be refreshed", l.Method, l.Path)
+	a := spawnT(t, p, provider.Spec{})
+	b := spawnT(t, p, provider.Spec{})
+	if got := calls(entries(), handleFor(b)); !slices.Equal(got, []string{"GET /", "PUT /snapshot/load"}) {
+		t.Fatalf("second spawn: VMM calls %v, want a restore", got)
+	}
+	if len(r.seeds) != 0 {
+		t.Fatalf("the test refresher was used %d times", len(r.seeds))
+	}
+	// The snapshotted VM and the restored one were both refreshed by
+	// their agent, which logs it on the console.
+	for _, id := range []string{a, b} {
+		lines, err := p.Logs(t.Context(), id, 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, `msg="guest refreshed"`) }) {
+			t.Errorf("%s: no refresh in the guest's log:\n%s", id, strings.Join(lines, "\n"))
 		}
 	}
+	if _, err := p.Exec(t.Context(), b, provider.ExecRequest{Argv: []string{"true"}}, io.Discard, io.Discard); err != nil {
+		t.Errorf("Exec in the restored sandbox: %v", err)
+	}
+	checkJournal(t, entries())
 }

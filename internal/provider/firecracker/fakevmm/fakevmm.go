@@ -9,8 +9,9 @@
 // InstanceStart, or on a snapshot load, it unpacks the root drive (an ext4
 // file, read with debugfs, no mount) into a directory and runs the image's
 // own init (the real stacyvm-agent installed by BuildImage) chrooted into
-// it, as PID 1 of a new PID namespace, with the arguments the kernel
-// command line gives init. A guest "vsock:PORT" listener becomes a unix
+// it, as PID 1 of new PID, mount and network namespaces, with the
+// arguments the kernel command line gives init and the environment a
+// kernel gives it (no PATH). A guest "vsock:PORT" listener becomes a unix
 // socket inside that directory, and the VMM's hybrid-vsock socket does the
 // CONNECT/OK handshake in front of it, as Firecracker does. Killing the
 // fake kills its guest. Snapshots record the configuration, not memory:
@@ -612,14 +613,21 @@ func makeDevNodes(dev string) error {
 }
 
 // guestSysProcAttr confines init like a VM would: its own PID namespace
-// (it is PID 1 and its death ends every guest process), chrooted into the
-// guest root, killed if the fake dies.
+// (it is PID 1 and its death ends every guest process), its own network
+// namespace (a VM without a network device has only lo, and it starts
+// down), its own mount namespace (the init mounts /proc, /sys, /dev/pts
+// and /dev/shm as in a VM; they must not land on the host, and they vanish
+// with the guest), chrooted into the guest root, killed if the fake dies.
 func guestSysProcAttr(root string) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
 		Chroot:     root,
-		Cloneflags: syscall.CLONE_NEWPID,
-		Pdeathsig:  syscall.SIGKILL,
-		Setsid:     true,
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNET,
+		// Unshareflags rather than Cloneflags: Go then marks every mount
+		// in the new namespace private before the chroot, so no mount
+		// propagates back to the host.
+		Unshareflags: syscall.CLONE_NEWNS,
+		Pdeathsig:    syscall.SIGKILL,
+		Setsid:       true,
 	}
 }
 

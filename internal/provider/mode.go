@@ -1,0 +1,45 @@
+package provider
+
+import (
+	"io/fs"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+)
+
+// The set-user-ID, set-group-ID and sticky bits as chmod(2) numbers them.
+// Callers write modes the Unix way ("4755" parsed as octal), while Go keeps
+// these bits elsewhere in an fs.FileMode (fs.ModeSetuid…), so both spellings
+// reach providers.
+const (
+	unixSetuid fs.FileMode = 0o4000
+	unixSetgid fs.FileMode = 0o2000
+	unixSticky fs.FileMode = 0o1000
+)
+
+// goSpecial are Go's own spellings of the same three bits.
+const goSpecial = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// NormalizeMode is the one rule for a mode given to WriteFile or Chmod. It
+// accepts permission bits (0777), the set-ID and sticky bits either as Unix
+// bits (04000, 02000, 01000) or as fs.ModeSetuid, fs.ModeSetgid and
+// fs.ModeSticky, and returns the mode in Go's form: permission bits plus
+// Go's special bits, with no Unix special bits left. Anything else, a file
+// type bit or a value above 07777, is errdefs.ErrInvalidArgument, so no bit
+// is ever dropped silently.
+func NormalizeMode(m fs.FileMode) (fs.FileMode, error) {
+	if m&^(fs.ModePerm|unixSetuid|unixSetgid|unixSticky|goSpecial) != 0 {
+		return 0, errdefs.New(errdefs.ErrInvalidArgument,
+			"mode %#o is not a file mode: want permission bits with optional setuid, setgid and sticky bits (0 to 07777)", uint32(m))
+	}
+	out := m & (fs.ModePerm | goSpecial)
+	if m&unixSetuid != 0 {
+		out |= fs.ModeSetuid
+	}
+	if m&unixSetgid != 0 {
+		out |= fs.ModeSetgid
+	}
+	if m&unixSticky != 0 {
+		out |= fs.ModeSticky
+	}
+	return out, nil
+}
