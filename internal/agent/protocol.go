@@ -2,10 +2,8 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -224,44 +222,12 @@ func fileTypeBits(name string) fs.FileMode {
 	return fs.ModeIrregular
 }
 
-// FormatMode renders permission and special bits (Go's fs.ModeSetuid,
-// fs.ModeSetgid, fs.ModeSticky) as the Unix octal string the protocol uses
-// ("0644", "4755"). Other bits are not rendered: type bits travel apart, as
-// FileInfo's type, and a mode from a caller must be checked with
-// provider.NormalizeMode first, which refuses what cannot be sent.
-func FormatMode(m fs.FileMode) string {
-	u := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return fmt.Sprintf("%04o", u)
-}
-
-// ParseMode parses a Unix octal mode ("644", "0644", "4755") into
-// permission and special bits. Anything beyond 07777 is invalid_argument.
-func ParseMode(s string) (fs.FileMode, error) {
-	u, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || u > 0o7777 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not an octal file mode between 0 and 7777", s)
-	}
-	m := fs.FileMode(u & 0o777)
-	if u&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if u&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if u&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m, nil
-}
+// FormatMode and ParseMode are the protocol's octal mode strings; the one
+// rule lives in package provider.
+var (
+	FormatMode = provider.FormatMode
+	ParseMode  = provider.ParseMode
+)
 
 func fileInfoToWire(fi provider.FileInfo) wireFileInfo {
 	return wireFileInfo{

@@ -74,7 +74,7 @@ func TestModes(t *testing.T) {
 	if m, err := ParseMode("644"); err != nil || m != 0o644 {
 		t.Errorf("ParseMode without leading zero: %v, %v", m, err)
 	}
-	for _, bad := range []string{"", "8", "0o644", "-1", "+644", "10000", "0x1ff", "64 4", "rwx"} {
+	for _, bad := range []string{"", "8", "0o", "-1", "+644", "10000", "0x1ff", "64 4", "rwx"} {
 		if _, err := ParseMode(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("ParseMode(%q) = %v, want invalid argument", bad, err)
 		}

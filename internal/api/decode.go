@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
 // writeJSON sends v with status. HTML escaping is off: command output is
@@ -160,10 +160,10 @@ func parseDuration(field string, s *durationString) (time.Duration, error) {
 	return d, nil
 }
 
-// fileMode is a permission mode in a request body: an octal string
-// ("0644", "755", "0o700") or a JSON number holding the mode's value (420
-// for 0644). A number written as if octal (755) is out of range and
-// refused rather than misread.
+// fileMode is a file mode in a request body: an octal string ("0644",
+// "755", "0o700", "4755") or a JSON number holding the permission bits'
+// value (420 for 0644). A number written as if octal (755) is out of range
+// and refused rather than misread.
 type fileMode struct {
 	mode fs.FileMode
 	set  bool
@@ -173,46 +173,38 @@ func (m *fileMode) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
-	var v uint64
 	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
 			return errdefs.New(errdefs.ErrInvalidArgument, "mode must be an octal string such as \"0644\"")
 		}
-		var err error
-		v, err = parseOctal(s)
+		mode, err := provider.ParseMode(str)
 		if err != nil {
 			return err
 		}
-	} else {
-		n, err := strconv.ParseUint(string(b), 10, 32)
-		if err != nil {
-			return errdefs.New(errdefs.ErrInvalidArgument, "mode must be an octal string such as \"0644\", not %s", b)
-		}
-		v = n
+		m.mode, m.set = mode, true
+		return nil
 	}
-	if v > 0o777 {
-		return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "mode %#o is not a permission mode (0 to 0777)", v),
-			`send the mode as an octal string such as "0755"`)
+	n, err := strconv.ParseUint(string(b), 10, 32)
+	if err != nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "mode must be an octal string such as \"0644\", not %s", b)
 	}
-	m.mode, m.set = fs.FileMode(v), true
+	// A number is taken at its value, so 755 (meant as octal) would be
+	// 01363: refuse numbers beyond permission bits rather than misread them.
+	if n > 0o777 {
+		return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "mode %d is not a permission mode (0 to 0777) as a number", n),
+			`send the mode as an octal string such as "0755" (strings may carry setuid, setgid and sticky bits: "4755")`)
+	}
+	mode, err := provider.NormalizeMode(fs.FileMode(n))
+	if err != nil {
+		return err
+	}
+	m.mode, m.set = mode, true
 	return nil
 }
 
-func parseOctal(s string) (uint64, error) {
-	t := strings.TrimPrefix(strings.TrimPrefix(s, "0o"), "0O")
-	v, err := strconv.ParseUint(t, 8, 32)
-	if err != nil || t == "" {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not an octal permission mode such as \"0644\"", s)
-	}
-	if v > 0o777 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not a permission mode (0 to 0777)", s)
-	}
-	return v, nil
-}
-
-// formatMode renders permission bits the way the contract shows them.
-func formatMode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }
+// formatMode renders a mode the way the contract shows it ("0644").
+var formatMode = provider.FormatMode
 
 // queryBool parses an optional boolean query parameter.
 func queryBool(r *http.Request, name string) (bool, error) {

@@ -4,11 +4,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"io/fs"
 	"net/http"
 	"strings"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
 type writeFileBody struct {
@@ -88,12 +88,12 @@ func (s *server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var mode fileMode
 	if v := q.Get("mode"); v != "" {
-		m, err := parseOctal(v)
+		m, err := provider.ParseMode(v)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		mode.mode = fs.FileMode(m)
+		mode.mode = m
 	}
 	clearDeadlines(w, true, true)
 	src := &watchedReader{r: r.Body}

@@ -85,6 +85,13 @@ func TestFiles(t *testing.T) {
 	if fi.Mode != "0640" {
 		t.Errorf("mode after chmod = %q", fi.Mode)
 	}
+	// Set-ID and sticky bits travel as Unix octal both ways.
+	e.expectJSON(e.call("POST", base+"/chmod", map[string]string{"path": "/workspace/bin.dat", "mode": "4750"}), http.StatusOK, &st)
+	e.expectJSON(e.call("GET", base+"/stat?path=/workspace/bin.dat", nil), http.StatusOK, &fi)
+	if fi.Mode != "4750" {
+		t.Errorf("mode after chmod 4750 = %q", fi.Mode)
+	}
+	e.expectJSON(e.call("POST", base+"/chmod", map[string]string{"path": "/workspace/bin.dat", "mode": "0640"}), http.StatusOK, &st)
 
 	e.expectJSON(e.call("POST", base+"/move", map[string]string{"old_path": "/workspace/bin.dat", "new_path": "/workspace/dir/moved.dat"}), http.StatusOK, &st)
 	if st["status"] != "moved" {
@@ -130,7 +137,7 @@ func TestFileErrors(t *testing.T) {
 		{"write: unknown encoding", "POST", base, `{"path":"/workspace/x","content":"x","encoding":"rot13"}`, 400, codeBadRequest},
 		{"write: mode not octal", "POST", base, `{"path":"/workspace/x","content":"x","mode":"rwx"}`, 400, codeBadRequest},
 		{"write: mode written as if octal", "POST", base, `{"path":"/workspace/x","content":"x","mode":755}`, 400, codeBadRequest},
-		{"write: mode too big", "POST", base, `{"path":"/workspace/x","content":"x","mode":"01777"}`, 400, codeBadRequest},
+		{"write: mode too big", "POST", base, `{"path":"/workspace/x","content":"x","mode":"010000"}`, 400, codeBadRequest},
 		{"write: malformed", "POST", base, `{"path":`, 400, codeBadRequest},
 		{"write: unknown sandbox", "POST", "/api/v1/sandboxes/sb-0000000000000000/files", `{"path":"/workspace/x","content":"x"}`, 404, codeNotFound},
 		{"write: destroyed sandbox", "POST", "/api/v1/sandboxes/" + gone.ID + "/files", `{"path":"/workspace/x","content":"x"}`, 404, codeSandboxDestroyed},

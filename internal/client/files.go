@@ -8,10 +8,10 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
 // FileInfo describes one file in a sandbox.
@@ -66,44 +66,12 @@ func (fi FileInfo) MarshalJSON() ([]byte, error) {
 		IsDir: fi.IsDir, ModTime: fi.ModTime, IsSymlink: fi.Mode&fs.ModeSymlink != 0})
 }
 
-// ParseMode parses an octal permission string such as "0644" or "755".
-func ParseMode(s string) (fs.FileMode, error) {
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || v > 0o7777 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not an octal permission like 0644", s)
-	}
-	return modeFromUnix(uint32(v)), nil
-}
-
-// FormatMode renders the permission bits (with setuid, setgid and sticky)
-// of m as four octal digits, the API's form.
-func FormatMode(m fs.FileMode) string {
-	v := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return fmt.Sprintf("%04o", v)
-}
-
-func modeFromUnix(v uint32) fs.FileMode {
-	m := fs.FileMode(v & 0o777)
-	if v&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if v&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if v&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m
-}
+// ParseMode parses an octal mode such as "0644" or "4755"; FormatMode
+// renders one the API's way.
+var (
+	ParseMode  = provider.ParseMode
+	FormatMode = provider.FormatMode
+)
 
 func pathQuery(path string) (url.Values, error) {
 	if path == "" {

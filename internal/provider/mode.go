@@ -1,7 +1,10 @@
 package provider
 
 import (
+	"fmt"
 	"io/fs"
+	"strconv"
+	"strings"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 )
@@ -42,4 +45,34 @@ func NormalizeMode(m fs.FileMode) (fs.FileMode, error) {
 		out |= fs.ModeSticky
 	}
 	return out, nil
+}
+
+// FormatMode renders a mode's permission, set-ID and sticky bits as the
+// four-digit Unix octal string the API and the wire protocols use ("0644",
+// "4755"). Type bits are not rendered: they travel apart (is_dir…).
+func FormatMode(m fs.FileMode) string {
+	u := uint32(m.Perm())
+	if m&(fs.ModeSetuid|unixSetuid) != 0 {
+		u |= 0o4000
+	}
+	if m&(fs.ModeSetgid|unixSetgid) != 0 {
+		u |= 0o2000
+	}
+	if m&(fs.ModeSticky|unixSticky) != 0 {
+		u |= 0o1000
+	}
+	return fmt.Sprintf("%04o", u)
+}
+
+// ParseMode parses a Unix octal mode ("644", "0644", "0o755", "4755") into
+// Go's form (see NormalizeMode). Anything that is not octal, or is beyond
+// 07777, is errdefs.ErrInvalidArgument.
+func ParseMode(s string) (fs.FileMode, error) {
+	t := strings.TrimPrefix(strings.TrimPrefix(s, "0o"), "0O")
+	u, err := strconv.ParseUint(t, 8, 32)
+	if err != nil || t == "" || u > 0o7777 {
+		return 0, errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not an octal file mode between 0 and 7777", s),
+			`write the mode in octal, such as "0644" or "0755"`)
+	}
+	return NormalizeMode(fs.FileMode(u))
 }

@@ -84,6 +84,7 @@ type sandbox struct {
 	dir   string
 	guest *localguest.Guest
 	logMu sync.Mutex
+	gone  bool // set by Destroy: logging must not recreate the directory
 }
 
 // New returns a mock provider keeping its sandboxes under opts.Dir.
@@ -404,15 +405,28 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	}
 	p.mu.Unlock()
 	if sb != nil {
+		sb.logMu.Lock()
+		sb.gone = true
+		sb.logMu.Unlock()
 		sb.guest.Close()
 	}
 	if statErr != nil {
 		return nil
 	}
-	if err := os.RemoveAll(sdir); err != nil {
-		return fmt.Errorf("mock: remove sandbox %s: %w", id, unwrapPath(err))
+	// SIGKILL is asynchronous: a dying command may still create a file
+	// while the tree is removed, so try again briefly.
+	var err error
+	for range 10 {
+		if err = os.RemoveAll(sdir); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mock: remove sandbox %s: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return nil
+	return fmt.Errorf("mock: remove sandbox %s: %w", id, unwrapPath(err))
 }
 
 // Close stops every command of every sandbox this instance opened and
@@ -491,6 +505,9 @@ func (sb *sandbox) logf(format string, args ...any) {
 	line = strings.ReplaceAll(line, "\n", `\n`) + "\n"
 	sb.logMu.Lock()
 	defer sb.logMu.Unlock()
+	if sb.gone {
+		return
+	}
 	f, err := os.OpenFile(filepath.Join(sb.dir, consoleFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return // the log is best effort; the sandbox may be going away
