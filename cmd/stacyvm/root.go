@@ -155,6 +155,7 @@ with --api-key (env ` + envAPIKey + `).`,
 		a.serveCmd(),
 		a.doctorCmd(),
 		a.buildImageCmd(),
+		a.benchCmd(),
 	)
 	markFailures(root)
 	return root
