@@ -156,6 +156,7 @@ with --api-key (env ` + envAPIKey + `).`,
 		a.doctorCmd(),
 		a.buildImageCmd(),
 		a.benchCmd(),
+		a.serveBackendCmd(),
 	)
 	markFailures(root)
 	return root

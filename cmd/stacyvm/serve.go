@@ -15,6 +15,11 @@ import (
 // configuration file and the few settings worth a flag of their own, each
 // of which overrides the file and the environment.
 type configFlags struct {
+	// withOverrides is set by addOverrides: only then do the flags named in
+	// overrideKeys belong to the configuration (serve-backend has its own
+	// --listen and --provider).
+	withOverrides bool
+
 	file     string
 	listen   string
 	db       string
@@ -36,6 +41,7 @@ func (f *configFlags) addFile(cmd *cobra.Command) {
 }
 
 func (f *configFlags) addOverrides(cmd *cobra.Command) {
+	f.withOverrides = true
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "", "address to serve on (server.listen, default 127.0.0.1:7423)")
 	fl.StringVar(&f.db, "db", "", "SQLite database file (store.path, default ./stacyvm.db)")
@@ -51,7 +57,7 @@ func (f *configFlags) load(cmd *cobra.Command, env []string) (*config.Config, *c
 	values := map[string]string{"listen": f.listen, "db": f.db, "provider": f.provider, "api-key": f.apiKey}
 	overrides := map[string]string{}
 	for _, o := range overrideKeys {
-		if fl := cmd.Flags().Lookup(o.flag); fl != nil && fl.Changed {
+		if fl := cmd.Flags().Lookup(o.flag); f.withOverrides && fl != nil && fl.Changed {
 			overrides[o.key] = values[o.flag]
 		}
 	}

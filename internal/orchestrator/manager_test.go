@@ -554,6 +554,24 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
+func TestReconcileBrokenRuntimeAndStoppedOrphan(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	sb := e.spawn(t, SpawnRequest{})
+	e.fake.addRuntime(provider.Info{ID: sb.ID, State: provider.StateError})
+	e.fake.addRuntime(provider.Info{ID: "sb-stopped000000000000", State: provider.StateStopped})
+	rep, err := e.m.Reconcile(ctx)
+	if err != nil || rep.Errored != 1 || rep.Adopted != 1 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if rec, _ := e.st.GetSandbox(ctx, sb.ID); rec.State != "error" {
+		t.Errorf("broken runtime: record %s", rec.State)
+	}
+	if rec, _ := e.st.GetSandbox(ctx, "sb-stopped000000000000"); rec.State != "stopped" {
+		t.Errorf("stopped orphan adopted as %s", rec.State)
+	}
+}
+
 func TestReconcileUnhealthyProviderMarksError(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()

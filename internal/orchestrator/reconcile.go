@@ -80,6 +80,9 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		case serr != nil:
 			m.markError(ctx, sb, serr.Error(), &errs)
 			rep.Errored++
+		case info.State == provider.StateError:
+			m.markError(ctx, sb, "the provider reports the runtime broken", &errs)
+			rep.Errored++
 		case sb.State == string(provider.StateCreating):
 			m.destroyRuntime(p, sb.ID)
 			sb.State = string(provider.StateError)
@@ -150,7 +153,7 @@ func (m *Manager) adopt(ctx context.Context, providerName string, info provider.
 		ID:        info.ID,
 		Provider:  providerName,
 		Image:     info.Image,
-		State:     string(provider.StateRunning),
+		State:     adoptedState(info.State),
 		OwnerID:   info.OwnerID,
 		Template:  info.Template,
 		Metadata:  maps.Clone(info.Metadata),
@@ -167,6 +170,16 @@ func (m *Manager) adopt(ctx context.Context, providerName string, info provider.
 	m.cfg.Observer.Action("reconcile", "adopted")
 	m.publish(events.SandboxAdopted, sb.ID, map[string]string{"provider": providerName})
 	return nil
+}
+
+// adoptedState keeps what the runtime says (a stopped container stays
+// stopped), defaulting to running when the provider says nothing usable.
+func adoptedState(s provider.State) string {
+	switch s {
+	case provider.StateStopped, provider.StatePaused, provider.StateError:
+		return string(s)
+	}
+	return string(provider.StateRunning)
 }
 
 func (m *Manager) markError(ctx context.Context, sb store.Sandbox, reason string, errs *[]error) {

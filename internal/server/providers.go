@@ -12,9 +12,11 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/custom"
 	"github.com/stacyvm/stacyvm/internal/provider/docker"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/mock"
+	"github.com/stacyvm/stacyvm/internal/provider/proot"
 )
 
 // opener loads one provider from the configuration, or says why it cannot
@@ -49,6 +51,16 @@ func openers() []opener {
 		{"docker", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
 			return docker.New(ctx, dockerConfig(cfg, log))
 		}},
+		{"proot", func(_ context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			return proot.New(ProotOptions(cfg, log))
+		}},
+		{"custom", func(_ context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			if cfg.Custom.URL == "" {
+				return nil, errors.New("custom.url is not set: no backend to talk to (see docs/custom-provider-protocol.md)")
+			}
+			return custom.New(custom.Options{URL: cfg.Custom.URL, APIKey: cfg.Custom.APIKey, Timeout: cfg.Custom.Timeout,
+				Logger: log.With("provider", "custom")})
+		}},
 		{"mock", func(_ context.Context, cfg *config.Config, _ *slog.Logger) (provider.Provider, error) {
 			return mock.New(mock.Options{Dir: cfg.Mock.Dir})
 		}},
@@ -64,6 +76,22 @@ func FirecrackerConfig(cfg *config.Config, log *slog.Logger) firecracker.Config 
 		StateDir:   cfg.Firecracker.StateDir,
 		DockerHost: cfg.Docker.Host,
 		Logger:     log.With("provider", "firecracker"),
+	}
+}
+
+// ProotOptions is the PRoot provider's configuration, for the provider and
+// for `stacyvm serve-backend`.
+func ProotOptions(cfg *config.Config, log *slog.Logger) proot.Options {
+	maxSandboxes := cfg.Proot.MaxSandboxes
+	if maxSandboxes == 0 {
+		maxSandboxes = -1 // no cap of its own; sandbox.max_sandboxes applies
+	}
+	return proot.Options{
+		ImagesDir:    cfg.Proot.ImagesDir,
+		StateDir:     cfg.Proot.StateDir,
+		ProotPath:    cfg.Proot.Binary,
+		MaxSandboxes: maxSandboxes,
+		Logger:       log.With("provider", "proot"),
 	}
 }
 
