@@ -422,6 +422,16 @@ func (p *Provider) start(ctx context.Context, id string, sb *sandbox) error {
 		return fmt.Errorf("docker: spawn %s: %w", id, context.Cause(ctx))
 	}
 	cause := context.Cause(rctx)
+	if cause == nil {
+		// WaitReady gave up on its own; give the exit watcher a moment
+		// to say why.
+		select {
+		case <-rctx.Done():
+			cause = context.Cause(rctx)
+		case <-time.After(2 * time.Second):
+			cause = err
+		}
+	}
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer lcancel()
 	if lines, lerr := p.Logs(lctx, id, 10); lerr == nil && len(lines) > 0 {
