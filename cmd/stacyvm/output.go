@@ -181,3 +181,22 @@ func parseMemory(flag, s string) (int, error) {
 	}
 	return n * mult, nil
 }
+
+// eachArg runs op for every argument, printing each one that succeeded
+// and reporting each failure; all are attempted even when one fails, and
+// the command then exits 1.
+func (a *app) eachArg(args []string, op func(string) error) error {
+	failed := 0
+	for _, arg := range args {
+		if err := op(arg); err != nil {
+			printError(a.err, arg, err)
+			failed++
+			continue
+		}
+		fmt.Fprintln(a.out, arg)
+	}
+	if failed > 0 {
+		return exitCode(exitFailure)
+	}
+	return nil
+}

@@ -193,19 +193,7 @@ func (a *app) killCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			failed := 0
-			for _, id := range args {
-				if err := c.Destroy(cmd.Context(), id); err != nil {
-					printError(a.err, id, err)
-					failed++
-					continue
-				}
-				fmt.Fprintln(a.out, id)
-			}
-			if failed > 0 {
-				return exitCode(exitFailure)
-			}
-			return nil
+			return a.eachArg(args, func(id string) error { return c.Destroy(cmd.Context(), id) })
 		},
 	}
 }

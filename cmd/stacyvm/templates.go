@@ -256,19 +256,7 @@ func (a *app) templatesRmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			failed := 0
-			for _, name := range args {
-				if err := c.DeleteTemplate(cmd.Context(), name); err != nil {
-					printError(a.err, name, err)
-					failed++
-					continue
-				}
-				fmt.Fprintln(a.out, name)
-			}
-			if failed > 0 {
-				return exitCode(exitFailure)
-			}
-			return nil
+			return a.eachArg(args, func(name string) error { return c.DeleteTemplate(cmd.Context(), name) })
 		},
 	}
 }

@@ -370,7 +370,8 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 // before WriteFile returns: net/http may go on reading a request body after
 // the reply arrived, so the body is fenced off when the call ends.
 func (p *Provider) WriteFile(ctx context.Context, id, path string, r io.Reader, mode fs.FileMode) error {
-	if err := wire.CheckMode(mode); err != nil {
+	mode, err := provider.NormalizeMode(mode)
+	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if mode == 0 {
@@ -378,7 +379,7 @@ func (p *Provider) WriteFile(ctx context.Context, id, path string, r io.Reader, 
 	}
 	body := &fencedReader{r: r}
 	defer body.fence()
-	q := url.Values{"path": {path}, "mode": {wire.FormatMode(mode)}}
+	q := url.Values{"path": {path}, "mode": {provider.FormatMode(mode)}}
 	resp, err := p.stream(ctx, http.MethodPut, wire.PathFiles, id, q, body, wire.ContentOctets, "")
 	if rerr := body.readErr(); rerr != nil {
 		return fmt.Errorf("write %s: reading the source: %w", path, rerr)
@@ -438,10 +439,11 @@ func (p *Provider) MoveFile(ctx context.Context, id, oldPath, newPath string) er
 }
 
 func (p *Provider) Chmod(ctx context.Context, id, path string, mode fs.FileMode) error {
-	if err := wire.CheckMode(mode); err != nil {
+	mode, err := provider.NormalizeMode(mode)
+	if err != nil {
 		return fmt.Errorf("chmod %s: %w", path, err)
 	}
-	return p.callJSON(ctx, http.MethodPost, wire.PathFilesChmod, id, nil, wire.Chmod{Path: path, Mode: wire.FormatMode(mode)}, nil)
+	return p.callJSON(ctx, http.MethodPost, wire.PathFilesChmod, id, nil, wire.Chmod{Path: path, Mode: provider.FormatMode(mode)}, nil)
 }
 
 func (p *Provider) Glob(ctx context.Context, id, pattern string) ([]string, error) {

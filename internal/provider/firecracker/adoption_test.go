@@ -158,44 +158,6 @@ func TestLogsShowConsole(t *testing.T) {
 	}
 }
 
-func TestTailLines(t *testing.T) {
-	dir := t.TempDir()
-	var b strings.Builder
-	for i := range 10000 {
-		fmt.Fprintf(&b, "line %d\n", i)
-	}
-	long := filepath.Join(dir, "long")
-	os.WriteFile(long, []byte(b.String()), 0o600)
-	tests := []struct {
-		name, content string
-		n             int
-		want          []string
-	}{
-		{"empty", "", 5, []string{}},
-		{"fewer than n", "a\nb\n", 5, []string{"a", "b"}},
-		{"no final newline", "a\nb", 1, []string{"b"}},
-		{"crlf", "a\r\nb\r\n", 2, []string{"a", "b"}},
-		{"zero", "a\n", 0, []string{}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(dir, tt.name)
-			os.WriteFile(p, []byte(tt.content), 0o600)
-			got, err := tailLines(p, tt.n)
-			if err != nil || !slices.Equal(got, tt.want) {
-				t.Errorf("tailLines = %q, %v; want %q", got, err, tt.want)
-			}
-		})
-	}
-	got, err := tailLines(long, 3)
-	if err != nil || !slices.Equal(got, []string{"line 9997", "line 9998", "line 9999"}) {
-		t.Errorf("tail of a long file: %q, %v", got, err)
-	}
-	if got, err := tailLines(filepath.Join(dir, "missing"), 3); err != nil || len(got) != 0 {
-		t.Errorf("missing file: %q, %v", got, err)
-	}
-}
-
 // A spawn that collides with a sandbox directory it did not create (the
 // same ID live in another provider instance) fails without touching it.
 func TestSpawnConflictLeavesOthersAlone(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/agent"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/logtail"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker/fcapi"
 )
@@ -669,7 +670,7 @@ func (p *Provider) Logs(_ context.Context, id string, n int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines, err := tailLines(filepath.Join(v.dir, consoleName), n)
+	lines, err := logtail.TailFile(filepath.Join(v.dir, consoleName), n)
 	if err != nil {
 		return nil, fmt.Errorf("firecracker: reading console log: %w", err)
 	}

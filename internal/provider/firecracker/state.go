@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,52 +191,4 @@ func (p *vmmProcess) kill(timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("firecracker pid %d did not exit after SIGKILL", p.pid)
-}
-
-// tailLines returns up to the last n lines of the file at path, reading
-// backwards so that a long console log costs only what is returned.
-func tailLines(path string, n int) ([]string, error) {
-	if n <= 0 {
-		return []string{}, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return []string{}, nil
-		}
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	const chunk = 32 << 10
-	const maxRead = 8 << 20 // bounds memory however long the lines are
-	end := fi.Size()
-	var buf []byte
-	for end > 0 && bytes.Count(buf, []byte{'\n'}) <= n && len(buf) < maxRead {
-		start := max(end-chunk, 0)
-		part := make([]byte, end-start)
-		if _, err := f.ReadAt(part, start); err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		buf = append(part, buf...)
-		end = start
-	}
-	text := strings.TrimRight(string(buf), "\n")
-	if text == "" {
-		return []string{}, nil
-	}
-	lines := strings.Split(text, "\n")
-	if end > 0 && len(lines) > 0 {
-		lines = lines[1:] // the first one is probably cut
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	for i, l := range lines {
-		lines[i] = strings.TrimSuffix(l, "\r")
-	}
-	return lines, nil
 }

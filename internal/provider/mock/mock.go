@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/localguest"
+	"github.com/stacyvm/stacyvm/internal/logtail"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -452,50 +452,9 @@ func (p *Provider) Logs(ctx context.Context, id string, n int) ([]string, error)
 	}
 	sb.logMu.Lock()
 	defer sb.logMu.Unlock()
-	f, err := os.Open(filepath.Join(sb.dir, consoleFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return []string{}, nil
-	}
+	lines, err := logtail.TailFile(filepath.Join(sb.dir, consoleFile), n)
 	if err != nil {
 		return nil, fmt.Errorf("mock: read log of %s: %w", id, unwrapPath(err))
-	}
-	defer f.Close()
-	lines, err := tail(f, n)
-	if err != nil {
-		return nil, fmt.Errorf("mock: read log of %s: %w", id, unwrapPath(err))
-	}
-	return lines, nil
-}
-
-// tail returns the last n lines of f (all when n <= 0), reading backwards
-// in chunks so that a long log costs only what is returned.
-func tail(f *os.File, n int) ([]string, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	const chunk = 32 << 10
-	end := fi.Size()
-	var buf []byte
-	for end > 0 {
-		if n > 0 && strings.Count(strings.TrimSuffix(string(buf), "\n"), "\n") >= n {
-			break
-		}
-		start := max(end-chunk, 0)
-		b := make([]byte, end-start)
-		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
-			return nil, err
-		}
-		buf = append(b, buf...)
-		end = start
-	}
-	text := strings.TrimSuffix(string(buf), "\n")
-	if text == "" {
-		return []string{}, nil
-	}
-	lines := strings.Split(text, "\n")
-	if n > 0 && len(lines) > n {
-		lines = lines[len(lines)-n:]
 	}
 	return lines, nil
 }

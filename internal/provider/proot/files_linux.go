@@ -8,7 +8,6 @@ import (
 	"io/fs"
 
 	"github.com/stacyvm/stacyvm/internal/agent"
-	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -35,9 +34,6 @@ func (g fileGuest) Exec(ctx context.Context, req provider.ExecRequest, stdout, s
 }
 
 func (g fileGuest) WriteFile(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error {
-	if err := checkMode("write", path, mode); err != nil {
-		return err
-	}
 	return g.p.gone(g.id, g.files.WriteFile(ctx, path, r, mode))
 }
 
@@ -65,21 +61,7 @@ func (g fileGuest) MoveFile(ctx context.Context, oldPath, newPath string) error 
 }
 
 func (g fileGuest) Chmod(ctx context.Context, path string, mode fs.FileMode) error {
-	if err := checkMode("chmod", path, mode); err != nil {
-		return err
-	}
 	return g.p.gone(g.id, g.files.Chmod(ctx, path, mode))
-}
-
-// checkMode rejects mode bits the agent protocol cannot carry (anything
-// beyond permissions, setuid, setgid and sticky), which its encoding would
-// otherwise silently drop.
-func checkMode(op, path string, m fs.FileMode) error {
-	const special = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	if m&^(0o7777|special) != 0 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "%s %s: mode %#o is not in 0..07777", op, path, uint32(m))
-	}
-	return nil
 }
 
 func (g fileGuest) Glob(ctx context.Context, pattern string) ([]string, error) {

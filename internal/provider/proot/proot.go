@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/agent"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/logtail"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -670,7 +670,7 @@ func (p *Provider) Logs(ctx context.Context, id string, n int) ([]string, error)
 		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "proot: reading the log of %s", id)
 	}
 	defer f.Close()
-	lines, err := tail(f, n)
+	lines, err := logtail.Tail(f, n)
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "proot: reading the log of %s", id)
 	}
@@ -695,46 +695,8 @@ func (p *Provider) gone(id string, err error) error {
 	return err
 }
 
-// tail returns the last n lines of f (all when n <= 0), reading backwards
-// in chunks so that a long log costs only what is returned.
-func tail(f *os.File, n int) ([]string, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	const chunk = 32 << 10
-	end := fi.Size()
-	var buf []byte
-	for end > 0 {
-		if n > 0 && strings.Count(strings.TrimSuffix(string(buf), "\n"), "\n") >= n {
-			break
-		}
-		start := max(end-chunk, 0)
-		b := make([]byte, end-start)
-		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
-			return nil, err
-		}
-		buf = append(b, buf...)
-		end = start
-	}
-	text := strings.TrimSuffix(string(buf), "\n")
-	if text == "" {
-		return []string{}, nil
-	}
-	lines := strings.Split(text, "\n")
-	if n > 0 && len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return lines, nil
-}
-
 // tailString returns the last n lines of a file for the server's log.
 func tailString(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	lines, _ := tail(f, n)
+	lines, _ := logtail.TailFile(path, n)
 	return strings.Join(lines, "\n")
 }

@@ -387,7 +387,7 @@ func (h *handler) writeFile(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	mode := fs.FileMode(0o644)
 	if q.Has("mode") {
-		m, err := wire.ParseMode(q.Get("mode"))
+		m, err := provider.ParseMode(q.Get("mode"))
 		if err != nil {
 			h.fail(w, r, err)
 			return
@@ -490,7 +490,7 @@ func (h *handler) chmod(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	mode, err := wire.ParseMode(c.Mode)
+	mode, err := provider.ParseMode(c.Mode)
 	if err != nil {
 		h.fail(w, r, err)
 		return

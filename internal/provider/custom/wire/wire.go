@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -347,11 +346,11 @@ func FileInfoToWire(fi provider.FileInfo) FileInfo {
 			break
 		}
 	}
-	return FileInfo{Path: fi.Path, Size: fi.Size, Mode: FormatMode(fi.Mode), Type: typ, IsDir: fi.IsDir, ModTime: fi.ModTime}
+	return FileInfo{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), Type: typ, IsDir: fi.IsDir, ModTime: fi.ModTime}
 }
 
 func FileInfoFromWire(w FileInfo) (provider.FileInfo, error) {
-	m, err := ParseMode(w.Mode)
+	m, err := provider.ParseMode(w.Mode)
 	if err != nil {
 		return provider.FileInfo{}, err
 	}
@@ -365,50 +364,4 @@ func FileInfoFromWire(w FileInfo) (provider.FileInfo, error) {
 		m |= bits
 	}
 	return provider.FileInfo{Path: w.Path, Size: w.Size, Mode: m, IsDir: w.IsDir, ModTime: w.ModTime}, nil
-}
-
-// FormatMode renders permission and special bits in octal ("0644",
-// "4755"). Special bits may be given as Go's flags or as the Unix octal
-// values 04000, 02000, 01000.
-func FormatMode(m fs.FileMode) string {
-	u := uint32(m & 0o7777)
-	if m&fs.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return fmt.Sprintf("%04o", u)
-}
-
-// ParseMode parses an octal mode up to 07777.
-func ParseMode(s string) (fs.FileMode, error) {
-	u, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || u > 0o7777 {
-		return 0, errdefs.New(errdefs.ErrInvalidArgument, "mode %q is not an octal file mode between 0 and 7777", s)
-	}
-	m := fs.FileMode(u & 0o777)
-	if u&0o4000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if u&0o2000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if u&0o1000 != 0 {
-		m |= fs.ModeSticky
-	}
-	return m, nil
-}
-
-// CheckMode rejects Go mode bits the octal form cannot carry, which
-// FormatMode would otherwise drop silently.
-func CheckMode(m fs.FileMode) error {
-	const special = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
-	if m&^(0o7777|special) != 0 {
-		return errdefs.New(errdefs.ErrInvalidArgument, "mode %#o is not in 0..07777", uint32(m))
-	}
-	return nil
 }
