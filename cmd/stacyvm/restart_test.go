@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKillNineAndRestartWithDocker is the no-leak story end to end with
+// real containers: serve (the real binary, docker provider), spawn, kill
+// the server with SIGKILL, remove one container behind its back, start the
+// server again on the same database: the surviving sandbox works again
+// (exec and files, through a re-attached agent), the vanished one is
+// destroyed, and a sandbox started by a server that has no record of it is
+// adopted.
+func TestKillNineAndRestartWithDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real servers and containers; skipped in -short mode")
+	}
+	const image = "stacyvm/busybox:test"
+	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
+		msg := "needs dockerd with the image " + image + " (scripts/ci/docker-up.sh): " + strings.TrimSpace(string(out))
+		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	for _, b := range []struct{ out, pkg string }{{"stacyvm", "."}, {"stacyvm-agent", "../stacyvm-agent"}} {
+		build := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", b.out, err, out)
+		}
+	}
+
+	type server struct {
+		base   string
+		cmd    *exec.Cmd
+		exited chan error
+		logs   *syncBuffer
+	}
+	start := func(db string) *server {
+		t.Helper()
+		addr := "127.0.0.1:" + freePort(t)
+		s := &server{base: "http://" + addr, exited: make(chan error, 1), logs: &syncBuffer{}}
+		s.cmd = exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", db)
+		s.cmd.Dir = dir
+		s.cmd.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc")
+		s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+		if err := s.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { s.exited <- s.cmd.Wait() }()
+		t.Cleanup(func() { s.cmd.Process.Kill() })
+		waitHealthy(t, s.base, s.exited, s.logs)
+		return s
+	}
+	call := func(s *server, method, path string, body any) (int, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, s.base+"/api/v1"+path, rd)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, path, err, s.logs.String())
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	spawn := func(s *server) string {
+		t.Helper()
+		code, out := call(s, "POST", "/sandboxes", map[string]any{"image": image, "ttl": "10m"})
+		var sb struct{ ID string }
+		if json.Unmarshal(out, &sb); code != 201 || sb.ID == "" {
+			t.Fatalf("spawn: %d %s\n%s", code, out, s.logs.String())
+		}
+		t.Cleanup(func() { exec.Command("docker", "rm", "-f", "stacyvm-"+sb.ID).Run() })
+		return sb.ID
+	}
+	kill9 := func(s *server) {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		<-s.exited
+	}
+
+	db := filepath.Join(dir, "stacyvm.db")
+	s1 := start(db)
+	alive, vanished := spawn(s1), spawn(s1)
+	if code, out := call(s1, "POST", "/sandboxes/"+alive+"/files", map[string]string{"path": "/workspace/keep.txt", "content": "kept\n"}); code != 200 {
+		t.Fatalf("write: %d %s", code, out)
+	}
+	kill9(s1)
+	if out, err := exec.Command("docker", "rm", "-f", "stacyvm-"+vanished).CombinedOutput(); err != nil {
+		t.Fatalf("remove container behind the server's back: %v %s", err, out)
+	}
+
+	// A server with another database: what the first one spawned is an
+	// orphan to it, and it adopts it.
+	orphanSrv := start(filepath.Join(dir, "other.db"))
+	orphan := spawn(orphanSrv)
+	kill9(orphanSrv)
+
+	s2 := start(db)
+	code, out := call(s2, "POST", "/sandboxes/"+alive+"/exec", map[string]string{"command": "cat /workspace/keep.txt; echo again"})
+	if code != 200 || !strings.Contains(string(out), `kept\nagain\n`) {
+		t.Fatalf("exec on the survivor after SIGKILL and restart: %d %s\n%s", code, out, s2.logs.String())
+	}
+	if code, out := call(s2, "GET", "/sandboxes/"+vanished, nil); code != 404 || !strings.Contains(string(out), "SANDBOX_DESTROYED") {
+		t.Errorf("vanished container: %d %s, want 404 SANDBOX_DESTROYED", code, out)
+	}
+	if code, out := call(s2, "POST", "/sandboxes/"+orphan+"/exec", map[string]string{"command": "echo adopted"}); code != 200 || !strings.Contains(string(out), "adopted") {
+		t.Errorf("orphan not adopted: %d %s", code, out)
+	}
+	for _, id := range []string{alive, orphan} {
+		if code, out := call(s2, "DELETE", "/sandboxes/"+id, nil); code != 200 {
+			t.Errorf("destroy %s: %d %s", id, code, out)
+		}
+		if out, err := exec.Command("docker", "inspect", "stacyvm-"+id).CombinedOutput(); err == nil {
+			t.Errorf("container of %s still exists after destroy: %s", id, out[:min(len(out), 200)])
+		}
+	}
+	s2.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s2.exited:
+		if err != nil {
+			t.Errorf("serve after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("serve did not stop on SIGTERM")
+	}
+}
