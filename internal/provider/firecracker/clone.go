@@ -32,7 +32,7 @@ func cloneFile(src, dst string) (err error) {
 			os.Remove(dst)
 		}
 	}()
-	if err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); err == nil {
+	if err := reflink(out, in); err == nil {
 		return nil
 	}
 	return sparseCopy(in, out)

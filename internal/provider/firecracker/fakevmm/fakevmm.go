@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fakevmm is a FAKE Firecracker for tests on machines without
 // KVM. It serves the part of Firecracker's HTTP API that the firecracker
 // provider uses, on the same unix socket, with the same command line, and

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command fake-firecracker is a FAKE Firecracker VMM for tests on machines
 // without KVM; see package fakevmm for what it does and does not do.
 package main

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package firecracker
+
+import (
+	"errors"
+	"os"
+)
+
+func reflink(out, in *os.File) error { return errors.ErrUnsupported }
