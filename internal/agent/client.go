@@ -12,10 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/fence"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -199,11 +199,11 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, mode f
 	if err != nil {
 		return fmt.Errorf("agent write %s: %w", path, err)
 	}
-	body := &fencedReader{r: r}
-	defer body.fence()
+	body := fence.NewReader(r)
+	defer body.Fence()
 	q := url.Values{"path": {path}, "mode": {FormatMode(mode)}}
 	resp, err := c.do(ctx, http.MethodPut, pathFiles, q, body, contentTypeOctets)
-	if rerr := body.readErr(); rerr != nil {
+	if rerr := body.Err(); rerr != nil {
 		// The caller's reader failed; that, not the broken request, is
 		// the cause worth reporting.
 		return fmt.Errorf("agent write %s: reading source: %w", path, rerr)
@@ -392,42 +392,6 @@ func (c *Client) replyErr(ctx context.Context, resp *http.Response) error {
 func drain(resp *http.Response) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	return resp.Body.Close()
-}
-
-// fencedReader passes reads through to r until fenced, and remembers the
-// first error r returned.
-type fencedReader struct {
-	mu     sync.Mutex
-	r      io.Reader
-	err    error
-	fenced bool
-}
-
-var errFenced = errors.New("agent: upload ended")
-
-func (f *fencedReader) Read(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fenced {
-		return 0, errFenced
-	}
-	n, err := f.r.Read(p)
-	if err != nil && err != io.EOF && f.err == nil {
-		f.err = err
-	}
-	return n, err
-}
-
-func (f *fencedReader) fence() {
-	f.mu.Lock()
-	f.fenced = true
-	f.mu.Unlock()
-}
-
-func (f *fencedReader) readErr() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
 }
 
 // downloadReader classifies errors in the middle of a download.

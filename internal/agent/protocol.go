@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"io/fs"
 	"net/http"
 	"time"
 
@@ -58,50 +57,43 @@ type wireError struct {
 
 // classInternal is the wire class of an error that belongs to no errdefs
 // class.
-const classInternal = "internal"
+const classInternal = errdefs.CodeInternal
 
-// classCodes gives each errdefs class its stable wire code and the HTTP
-// status the agent answers with (the status is for humans with curl; the
-// client reads only the code). Specific classes come before their parents.
-var classCodes = []struct {
-	class  *errdefs.Class
-	code   string
-	status int
-}{
-	{errdefs.ErrSandboxNotFound, "sandbox_not_found", http.StatusNotFound},
-	{errdefs.ErrSandboxDestroyed, "sandbox_destroyed", http.StatusNotFound},
-	{errdefs.ErrProviderNotFound, "provider_not_found", http.StatusNotFound},
-	{errdefs.ErrFileNotFound, "file_not_found", http.StatusNotFound},
-	{errdefs.ErrNotFound, "not_found", http.StatusNotFound},
-	{errdefs.ErrConflict, "conflict", http.StatusConflict},
-	{errdefs.ErrInvalidArgument, "invalid_argument", http.StatusBadRequest},
-	{errdefs.ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
-	{errdefs.ErrUnimplemented, "unimplemented", http.StatusNotImplemented},
-	{errdefs.ErrResourceLimit, "resource_limit", http.StatusRequestEntityTooLarge},
-	{errdefs.ErrProviderUnavailable, "provider_unavailable", http.StatusServiceUnavailable},
-	{errdefs.ErrExecTimeout, "exec_timeout", http.StatusRequestTimeout},
+// classStatus is the HTTP status the agent answers each errdefs class with
+// (the status is for humans with curl; the client reads only the class,
+// whose code errdefs defines).
+var classStatus = map[*errdefs.Class]int{
+	errdefs.ErrSandboxNotFound:     http.StatusNotFound,
+	errdefs.ErrSandboxDestroyed:    http.StatusNotFound,
+	errdefs.ErrProviderNotFound:    http.StatusNotFound,
+	errdefs.ErrFileNotFound:        http.StatusNotFound,
+	errdefs.ErrNotFound:            http.StatusNotFound,
+	errdefs.ErrConflict:            http.StatusConflict,
+	errdefs.ErrInvalidArgument:     http.StatusBadRequest,
+	errdefs.ErrUnauthorized:        http.StatusUnauthorized,
+	errdefs.ErrUnimplemented:       http.StatusNotImplemented,
+	errdefs.ErrResourceLimit:       http.StatusRequestEntityTooLarge,
+	errdefs.ErrProviderUnavailable: http.StatusServiceUnavailable,
+	errdefs.ErrExecTimeout:         http.StatusRequestTimeout,
 }
 
 // ClassCode returns the wire code of err's most specific class, or
 // "internal" for an unclassified error.
-func ClassCode(err error) string {
-	code, _ := classify(err)
-	return code
-}
+func ClassCode(err error) string { return errdefs.CodeOf(err) }
 
 func classify(err error) (code string, status int) {
 	c := errdefs.Classify(err)
-	for _, cc := range classCodes {
-		if cc.class == c {
-			return cc.code, cc.status
-		}
+	if c == nil {
+		return classInternal, http.StatusInternalServerError
 	}
-	return classInternal, http.StatusInternalServerError
+	if status, ok := classStatus[c]; ok {
+		return c.Code(), status
+	}
+	return c.Code(), http.StatusInternalServerError
 }
 
 func toWireError(err error) wireError {
-	code, _ := classify(err)
-	return wireError{Class: code, Message: err.Error()}
+	return wireError{Class: errdefs.CodeOf(err), Message: err.Error()}
 }
 
 // errorFromWire rebuilds the error the agent reported. The class travels
@@ -113,10 +105,8 @@ func errorFromWire(we wireError) error {
 	if msg == "" {
 		msg = "agent reported an error without a message"
 	}
-	for _, cc := range classCodes {
-		if cc.code == we.Class {
-			return errdefs.New(cc.class, "%s", msg)
-		}
+	if c := errdefs.ClassByCode(we.Class); c != nil {
+		return errdefs.New(c, "%s", msg)
 	}
 	return errors.New(msg)
 }
@@ -185,43 +175,6 @@ const (
 	MaxRefreshEntropy = 4096
 )
 
-// fileTypes maps fs.FileMode type bits to wire type names. Order matters:
-// a character device has both ModeDevice and ModeCharDevice.
-var fileTypes = []struct {
-	bits fs.FileMode
-	name string
-}{
-	{fs.ModeDir, "dir"},
-	{fs.ModeSymlink, "symlink"},
-	{fs.ModeNamedPipe, "pipe"},
-	{fs.ModeSocket, "socket"},
-	{fs.ModeDevice | fs.ModeCharDevice, "char_device"},
-	{fs.ModeDevice, "device"},
-	{fs.ModeIrregular, "irregular"},
-}
-
-func fileTypeName(m fs.FileMode) string {
-	for _, t := range fileTypes {
-		if m&t.bits == t.bits {
-			return t.name
-		}
-	}
-	return "file"
-}
-
-func fileTypeBits(name string) fs.FileMode {
-	if name == "file" {
-		return 0
-	}
-	for _, t := range fileTypes {
-		if t.name == name {
-			return t.bits
-		}
-	}
-	// A type a newer agent invented: the file exists but is not regular.
-	return fs.ModeIrregular
-}
-
 // FormatMode and ParseMode are the protocol's octal mode strings; the one
 // rule lives in package provider.
 var (
@@ -234,7 +187,7 @@ func fileInfoToWire(fi provider.FileInfo) wireFileInfo {
 		Path:    fi.Path,
 		Size:    fi.Size,
 		Mode:    FormatMode(fi.Mode),
-		Type:    fileTypeName(fi.Mode),
+		Type:    provider.FileTypeName(fi.Mode),
 		IsDir:   fi.IsDir,
 		ModTime: fi.ModTime,
 	}
@@ -248,7 +201,7 @@ func fileInfoFromWire(w wireFileInfo) (provider.FileInfo, error) {
 	return provider.FileInfo{
 		Path:    w.Path,
 		Size:    w.Size,
-		Mode:    m | fileTypeBits(w.Type),
+		Mode:    m | provider.FileTypeBits(w.Type),
 		IsDir:   w.IsDir,
 		ModTime: w.ModTime,
 	}, nil

@@ -13,10 +13,16 @@ import (
 // is also "not found"), so errors.Is matches both the class and its parents.
 type Class struct {
 	name   string
+	code   string
 	parent *Class
 }
 
 func (c *Class) Error() string { return c.name }
+
+// Code is the class's stable machine-readable name, in snake_case
+// ("sandbox_not_found"). StacyVM's wire protocols carry it so that the far
+// side rebuilds an error of the same class; changing one breaks every peer.
+func (c *Class) Code() string { return c.code }
 
 // Is reports whether target is one of c's broader classes. errors.Is already
 // handles c == target.
@@ -29,23 +35,25 @@ func (c *Class) Is(target error) bool {
 	return false
 }
 
-func newClass(name string, parent *Class) *Class { return &Class{name: name, parent: parent} }
+func newClass(name, code string, parent *Class) *Class {
+	return &Class{name: name, code: code, parent: parent}
+}
 
 // The classes. Broad ones first; the refinements name their parent.
 var (
-	ErrNotFound            = newClass("not found", nil)
-	ErrConflict            = newClass("conflict", nil)
-	ErrInvalidArgument     = newClass("invalid argument", nil)
-	ErrUnauthorized        = newClass("unauthorized", nil)
-	ErrUnimplemented       = newClass("unimplemented", nil)
-	ErrResourceLimit       = newClass("resource limit", nil)
-	ErrProviderUnavailable = newClass("provider unavailable", nil)
-	ErrExecTimeout         = newClass("exec timeout", nil)
+	ErrNotFound            = newClass("not found", "not_found", nil)
+	ErrConflict            = newClass("conflict", "conflict", nil)
+	ErrInvalidArgument     = newClass("invalid argument", "invalid_argument", nil)
+	ErrUnauthorized        = newClass("unauthorized", "unauthorized", nil)
+	ErrUnimplemented       = newClass("unimplemented", "unimplemented", nil)
+	ErrResourceLimit       = newClass("resource limit", "resource_limit", nil)
+	ErrProviderUnavailable = newClass("provider unavailable", "provider_unavailable", nil)
+	ErrExecTimeout         = newClass("exec timeout", "exec_timeout", nil)
 
-	ErrSandboxNotFound  = newClass("sandbox not found", ErrNotFound)
-	ErrSandboxDestroyed = newClass("sandbox destroyed", ErrNotFound)
-	ErrProviderNotFound = newClass("provider not found", ErrNotFound)
-	ErrFileNotFound     = newClass("file not found", ErrNotFound)
+	ErrSandboxNotFound  = newClass("sandbox not found", "sandbox_not_found", ErrNotFound)
+	ErrSandboxDestroyed = newClass("sandbox destroyed", "sandbox_destroyed", ErrNotFound)
+	ErrProviderNotFound = newClass("provider not found", "provider_not_found", ErrNotFound)
+	ErrFileNotFound     = newClass("file not found", "file_not_found", ErrNotFound)
 )
 
 // classes lists every class, most specific first, for Classify.
@@ -66,6 +74,31 @@ func Classify(err error) *Class {
 	}
 	for _, c := range classes {
 		if errors.Is(err, c) {
+			return c
+		}
+	}
+	return nil
+}
+
+// CodeInternal is the wire code of an error that belongs to no class. No
+// class has it.
+const CodeInternal = "internal"
+
+// CodeOf returns the code of err's most specific class, or CodeInternal
+// when err is unclassified.
+func CodeOf(err error) string {
+	if c := Classify(err); c != nil {
+		return c.code
+	}
+	return CodeInternal
+}
+
+// ClassByCode returns the class whose Code is code, or nil for
+// CodeInternal and for codes this build does not know (a newer peer's):
+// callers decide what an unknown code means, nothing here guesses.
+func ClassByCode(code string) *Class {
+	for _, c := range classes {
+		if c.code == code {
 			return c
 		}
 	}

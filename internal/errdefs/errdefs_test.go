@@ -71,3 +71,49 @@ func TestHints(t *testing.T) {
 		t.Error("no hint expected")
 	}
 }
+
+// TestCodes pins every class's wire code: the agent and custom provider
+// protocols carry them, so a change here breaks deployed peers.
+func TestCodes(t *testing.T) {
+	want := map[*Class]string{
+		ErrSandboxNotFound:     "sandbox_not_found",
+		ErrSandboxDestroyed:    "sandbox_destroyed",
+		ErrProviderNotFound:    "provider_not_found",
+		ErrFileNotFound:        "file_not_found",
+		ErrNotFound:            "not_found",
+		ErrConflict:            "conflict",
+		ErrInvalidArgument:     "invalid_argument",
+		ErrUnauthorized:        "unauthorized",
+		ErrUnimplemented:       "unimplemented",
+		ErrResourceLimit:       "resource_limit",
+		ErrProviderUnavailable: "provider_unavailable",
+		ErrExecTimeout:         "exec_timeout",
+	}
+	if len(Classes()) != len(want) {
+		t.Errorf("%d classes, %d pinned codes: pin the new class's code here", len(Classes()), len(want))
+	}
+	for _, c := range Classes() {
+		code, ok := want[c]
+		if !ok {
+			t.Errorf("class %v has no pinned code", c)
+			continue
+		}
+		if c.Code() != code {
+			t.Errorf("%v.Code() = %q, want %q", c, c.Code(), code)
+		}
+		if got := ClassByCode(code); got != c {
+			t.Errorf("ClassByCode(%q) = %v, want %v", code, got, c)
+		}
+		if got := CodeOf(fmt.Errorf("outer: %w", New(c, "inner"))); got != code {
+			t.Errorf("CodeOf(wrapped %v) = %q, want %q", c, got, code)
+		}
+	}
+	for _, code := range []string{CodeInternal, "", "quota_exceeded", "Not_Found", "not found"} {
+		if c := ClassByCode(code); c != nil {
+			t.Errorf("ClassByCode(%q) = %v, want nil", code, c)
+		}
+	}
+	if got := CodeOf(errors.New("plain")); got != CodeInternal {
+		t.Errorf("CodeOf(unclassified) = %q", got)
+	}
+}

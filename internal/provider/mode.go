@@ -76,3 +76,46 @@ func ParseMode(s string) (fs.FileMode, error) {
 	}
 	return NormalizeMode(fs.FileMode(u))
 }
+
+// fileTypes maps fs.FileMode type bits to the type names the wire
+// protocols use. Order matters: a character device has both ModeDevice and
+// ModeCharDevice.
+var fileTypes = []struct {
+	bits fs.FileMode
+	name string
+}{
+	{fs.ModeDir, "dir"},
+	{fs.ModeSymlink, "symlink"},
+	{fs.ModeNamedPipe, "pipe"},
+	{fs.ModeSocket, "socket"},
+	{fs.ModeDevice | fs.ModeCharDevice, "char_device"},
+	{fs.ModeDevice, "device"},
+	{fs.ModeIrregular, "irregular"},
+}
+
+// FileTypeName names m's file type as the wire protocols do: file, dir,
+// symlink, pipe, socket, device, char_device or irregular. Modes travel as
+// permission string plus type name so that a non-Go peer never needs Go's
+// fs.FileMode bit layout.
+func FileTypeName(m fs.FileMode) string {
+	for _, t := range fileTypes {
+		if m&t.bits == t.bits {
+			return t.name
+		}
+	}
+	return "file"
+}
+
+// FileTypeBits is FileTypeName's inverse. A name this build does not know
+// (a newer peer's) is fs.ModeIrregular: the file exists but is not regular.
+func FileTypeBits(name string) fs.FileMode {
+	if name == "file" {
+		return 0
+	}
+	for _, t := range fileTypes {
+		if t.name == name {
+			return t.bits
+		}
+	}
+	return fs.ModeIrregular
+}

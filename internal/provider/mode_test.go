@@ -57,3 +57,33 @@ func TestNormalizeModeRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestFileTypes(t *testing.T) {
+	tests := []struct {
+		mode fs.FileMode
+		name string
+	}{
+		{0, "file"},
+		{fs.ModeDir, "dir"},
+		{fs.ModeSymlink, "symlink"},
+		{fs.ModeNamedPipe, "pipe"},
+		{fs.ModeSocket, "socket"},
+		{fs.ModeDevice, "device"},
+		{fs.ModeDevice | fs.ModeCharDevice, "char_device"},
+		{fs.ModeIrregular, "irregular"},
+	}
+	for _, tt := range tests {
+		// Permission and special bits do not change the type.
+		if got := provider.FileTypeName(tt.mode | fs.ModeSetuid | 0o755); got != tt.name {
+			t.Errorf("FileTypeName(%v) = %q, want %q", tt.mode, got, tt.name)
+		}
+		if got := provider.FileTypeBits(tt.name); got != tt.mode {
+			t.Errorf("FileTypeBits(%q) = %v, want %v", tt.name, got, tt.mode)
+		}
+	}
+	for _, unknown := range []string{"", "door", "DIR"} {
+		if got := provider.FileTypeBits(unknown); got != fs.ModeIrregular {
+			t.Errorf("FileTypeBits(%q) = %v, want irregular", unknown, got)
+		}
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/fence"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/custom/wire"
 )
@@ -377,11 +378,11 @@ func (p *Provider) WriteFile(ctx context.Context, id, path string, r io.Reader, 
 	if mode == 0 {
 		mode = 0o644
 	}
-	body := &fencedReader{r: r}
-	defer body.fence()
+	body := fence.NewReader(r)
+	defer body.Fence()
 	q := url.Values{"path": {path}, "mode": {provider.FormatMode(mode)}}
 	resp, err := p.stream(ctx, http.MethodPut, wire.PathFiles, id, q, body, wire.ContentOctets, "")
-	if rerr := body.readErr(); rerr != nil {
+	if rerr := body.Err(); rerr != nil {
 		return fmt.Errorf("write %s: reading the source: %w", path, rerr)
 	}
 	if err != nil {
@@ -692,40 +693,4 @@ func (a *armOnEOF) Read(b []byte) (int, error) {
 		a.once.Do(a.arm)
 	}
 	return n, err
-}
-
-// fencedReader passes reads to r until fenced, and remembers the first
-// error of r.
-type fencedReader struct {
-	mu     sync.Mutex
-	r      io.Reader
-	err    error
-	fenced bool
-}
-
-var errFenced = errors.New("custom: upload ended")
-
-func (f *fencedReader) Read(b []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fenced {
-		return 0, errFenced
-	}
-	n, err := f.r.Read(b)
-	if err != nil && err != io.EOF && f.err == nil {
-		f.err = err
-	}
-	return n, err
-}
-
-func (f *fencedReader) fence() {
-	f.mu.Lock()
-	f.fenced = true
-	f.mu.Unlock()
-}
-
-func (f *fencedReader) readErr() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
 }

@@ -289,22 +289,32 @@ func stamp() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 // sandbox's uid, with output to the console log. The channel delivers the
 // process's exit, once reaped.
 func (p *Provider) start(st state, logf *os.File, path string, args ...string) (proc, <-chan error, error) {
-	cmd := exec.Command(path, args...)
-	cmd.Dir = "/"
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=/root",
-		"LANG=C.UTF-8",
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(path, args...)
+		cmd.Dir = "/"
+		cmd.Env = []string{
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=/root",
+			"LANG=C.UTF-8",
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if st.UID >= 0 {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(st.UID), Gid: uint32(st.UID), Groups: []uint32{}}
+		}
+		return cmd
 	}
-	if os.Getenv("XX_NO_SECCOMP") != "" {
-		cmd.Env = append(cmd.Env, "PROOT_NO_SECCOMP=1")
+	cmd := newCmd()
+	err := cmd.Start()
+	// A freshly copied executable can be "busy" for a moment: a fork in
+	// another goroutine may still hold the copy's write descriptor until
+	// it execs (golang/go#22315). That passes; retry briefly.
+	for i := 0; errors.Is(err, syscall.ETXTBSY) && i < 20; i++ {
+		time.Sleep(time.Duration(i+1) * 5 * time.Millisecond)
+		cmd = newCmd()
+		err = cmd.Start()
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if st.UID >= 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(st.UID), Gid: uint32(st.UID), Groups: []uint32{}}
-	}
-	if err := cmd.Start(); err != nil {
+	if err != nil {
 		return proc{}, nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "proot: starting %s", filepath.Base(path))
 	}
 	id, err := identify(cmd.Process.Pid)

@@ -64,6 +64,7 @@ func TestErrorMapping(t *testing.T) {
 	}{
 		{errdefs.ErrSandboxNotFound, 404, "sandbox_not_found"},
 		{errdefs.ErrSandboxDestroyed, 410, "sandbox_destroyed"},
+		{errdefs.ErrProviderNotFound, 404, "provider_not_found"},
 		{errdefs.ErrFileNotFound, 404, "file_not_found"},
 		{errdefs.ErrNotFound, 404, "not_found"},
 		{errdefs.ErrConflict, 409, "conflict"},
@@ -71,8 +72,11 @@ func TestErrorMapping(t *testing.T) {
 		{errdefs.ErrUnauthorized, 401, "unauthorized"},
 		{errdefs.ErrUnimplemented, 501, "unimplemented"},
 		{errdefs.ErrResourceLimit, 429, "resource_limit"},
-		{errdefs.ErrProviderUnavailable, 503, "unavailable"},
-		{errdefs.ErrExecTimeout, 408, "timeout"},
+		{errdefs.ErrProviderUnavailable, 503, "provider_unavailable"},
+		{errdefs.ErrExecTimeout, 408, "exec_timeout"},
+	}
+	if len(tests) != len(errdefs.Classes()) {
+		t.Errorf("%d classes, %d mapped here: give the new class a status and a row", len(errdefs.Classes()), len(tests))
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {

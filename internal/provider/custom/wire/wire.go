@@ -7,7 +7,6 @@ package wire
 
 import (
 	"fmt"
-	"io/fs"
 	"net/http"
 	"time"
 
@@ -63,45 +62,43 @@ type Error struct {
 	Hint    string `json:"hint,omitempty"`
 }
 
-// codes maps every errdefs class to its wire code and HTTP status,
-// specific classes before their parents.
-var codes = []struct {
-	class  *errdefs.Class
-	code   string
-	status int
-}{
-	{errdefs.ErrSandboxNotFound, "sandbox_not_found", http.StatusNotFound},
-	{errdefs.ErrSandboxDestroyed, "sandbox_destroyed", http.StatusGone},
-	{errdefs.ErrProviderNotFound, "provider_not_found", http.StatusNotFound},
-	{errdefs.ErrFileNotFound, "file_not_found", http.StatusNotFound},
-	{errdefs.ErrNotFound, "not_found", http.StatusNotFound},
-	{errdefs.ErrConflict, "conflict", http.StatusConflict},
-	{errdefs.ErrInvalidArgument, "invalid_argument", http.StatusBadRequest},
-	{errdefs.ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
-	{errdefs.ErrUnimplemented, "unimplemented", http.StatusNotImplemented},
-	{errdefs.ErrResourceLimit, "resource_limit", http.StatusTooManyRequests},
-	{errdefs.ErrProviderUnavailable, "unavailable", http.StatusServiceUnavailable},
-	{errdefs.ErrExecTimeout, "timeout", http.StatusRequestTimeout},
+// statuses gives the HTTP status of each errdefs class. The code is the
+// class's own (errdefs.Class.Code); the status differs from the agent
+// protocol's where a backend author's HTTP habits are the better guide
+// (410 for destroyed, 429 for a resource limit).
+var statuses = map[*errdefs.Class]int{
+	errdefs.ErrSandboxNotFound:     http.StatusNotFound,
+	errdefs.ErrSandboxDestroyed:    http.StatusGone,
+	errdefs.ErrProviderNotFound:    http.StatusNotFound,
+	errdefs.ErrFileNotFound:        http.StatusNotFound,
+	errdefs.ErrNotFound:            http.StatusNotFound,
+	errdefs.ErrConflict:            http.StatusConflict,
+	errdefs.ErrInvalidArgument:     http.StatusBadRequest,
+	errdefs.ErrUnauthorized:        http.StatusUnauthorized,
+	errdefs.ErrUnimplemented:       http.StatusNotImplemented,
+	errdefs.ErrResourceLimit:       http.StatusTooManyRequests,
+	errdefs.ErrProviderUnavailable: http.StatusServiceUnavailable,
+	errdefs.ErrExecTimeout:         http.StatusRequestTimeout,
 }
 
 // CodeInternal is the code of an error that belongs to no class.
-const CodeInternal = "internal"
+const CodeInternal = errdefs.CodeInternal
 
 // Classify returns the wire code and HTTP status of err.
 func Classify(err error) (code string, status int) {
 	c := errdefs.Classify(err)
-	for _, cc := range codes {
-		if cc.class == c {
-			return cc.code, cc.status
-		}
+	if c == nil {
+		return CodeInternal, http.StatusInternalServerError
 	}
-	return CodeInternal, http.StatusInternalServerError
+	if status, ok := statuses[c]; ok {
+		return c.Code(), status
+	}
+	return c.Code(), http.StatusInternalServerError
 }
 
 // ToError returns the wire form of err.
 func ToError(err error) Error {
-	code, _ := Classify(err)
-	return Error{Code: code, Message: err.Error(), Hint: errdefs.Hint(err)}
+	return Error{Code: errdefs.CodeOf(err), Message: err.Error(), Hint: errdefs.Hint(err)}
 }
 
 // FromError rebuilds the error a peer reported. The code decides the
@@ -112,13 +109,7 @@ func FromError(e Error, status int) error {
 	if msg == "" {
 		msg = "the backend reported an error without a message"
 	}
-	var class *errdefs.Class
-	for _, cc := range codes {
-		if cc.code == e.Code {
-			class = cc.class
-			break
-		}
-	}
+	class := errdefs.ClassByCode(e.Code)
 	if class == nil && e.Code != CodeInternal {
 		class = ClassOfStatus(status)
 	}
@@ -325,28 +316,8 @@ type Chmod struct {
 	Mode string `json:"mode"`
 }
 
-var fileTypes = []struct {
-	bits fs.FileMode
-	name string
-}{
-	{fs.ModeDir, "dir"},
-	{fs.ModeSymlink, "symlink"},
-	{fs.ModeNamedPipe, "pipe"},
-	{fs.ModeSocket, "socket"},
-	{fs.ModeDevice | fs.ModeCharDevice, "char_device"},
-	{fs.ModeDevice, "device"},
-	{fs.ModeIrregular, "irregular"},
-}
-
 func FileInfoToWire(fi provider.FileInfo) FileInfo {
-	typ := "file"
-	for _, t := range fileTypes {
-		if fi.Mode&t.bits == t.bits {
-			typ = t.name
-			break
-		}
-	}
-	return FileInfo{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), Type: typ, IsDir: fi.IsDir, ModTime: fi.ModTime}
+	return FileInfo{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), Type: provider.FileTypeName(fi.Mode), IsDir: fi.IsDir, ModTime: fi.ModTime}
 }
 
 func FileInfoFromWire(w FileInfo) (provider.FileInfo, error) {
@@ -354,14 +325,5 @@ func FileInfoFromWire(w FileInfo) (provider.FileInfo, error) {
 	if err != nil {
 		return provider.FileInfo{}, err
 	}
-	if w.Type != "file" {
-		bits := fs.ModeIrregular // a kind a newer peer invented
-		for _, t := range fileTypes {
-			if t.name == w.Type {
-				bits = t.bits
-			}
-		}
-		m |= bits
-	}
-	return provider.FileInfo{Path: w.Path, Size: w.Size, Mode: m, IsDir: w.IsDir, ModTime: w.ModTime}, nil
+	return provider.FileInfo{Path: w.Path, Size: w.Size, Mode: m | provider.FileTypeBits(w.Type), IsDir: w.IsDir, ModTime: w.ModTime}, nil
 }
