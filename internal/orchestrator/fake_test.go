@@ -26,6 +26,7 @@ type fakeProvider struct {
 	files     map[string][]byte
 	health    error
 	spawnErr  error
+	spawnGate chan struct{} // when set, Spawn waits for it to close
 	destroyed []string
 	lastExec  provider.ExecRequest
 }
@@ -53,6 +54,9 @@ func (f *fakeProvider) setHealth(err error) {
 }
 
 func (f *fakeProvider) Spawn(_ context.Context, spec provider.Spec) (provider.Info, error) {
+	if f.spawnGate != nil {
+		<-f.spawnGate
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.health != nil {

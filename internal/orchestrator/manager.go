@@ -505,6 +505,12 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if sb.State == string(provider.StateCreating) {
+		// Spawn owns the record until it ends; destroying under it would
+		// let it record a runtime that is gone, or leak one it finishes.
+		return errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is still being created", id),
+			"retry the destroy once the spawn has returned")
+	}
 	return m.destroy(ctx, sb, "destroyed on request", events.SandboxDestroyed)
 }
 
@@ -566,6 +572,9 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, sb := range expired {
+		if sb.State == string(provider.StateCreating) {
+			continue // its spawn is still running; the next pass takes it
+		}
 		if err := m.destroy(ctx, sb, "ttl expired", events.SandboxExpired); err != nil {
 			errs = append(errs, err)
 			m.cfg.Observer.Action("reaper", "failed")

@@ -307,6 +307,45 @@ func TestDestroyThenEveryOperationFails(t *testing.T) {
 	}
 }
 
+func TestDestroyDuringSpawnIsAConflict(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	release := make(chan struct{})
+	e.fake.spawnGate = release
+	spawned := make(chan error, 1)
+	go func() {
+		_, err := e.m.Spawn(ctx, SpawnRequest{})
+		spawned <- err
+	}()
+	var id string
+	for deadline := time.Now().Add(5 * time.Second); id == "" && time.Now().Before(deadline); {
+		if recs, _ := e.st.ListSandboxes(ctx, store.SandboxFilter{States: []string{"creating"}}); len(recs) == 1 {
+			id = recs[0].ID
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("spawn never recorded its sandbox")
+	}
+	if err := e.m.Destroy(ctx, id); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("destroy during spawn: %v, want conflict", err)
+	}
+	e.clock.Add(time.Hour) // expired, but still creating: the reaper leaves it
+	if n, err := e.m.Prune(ctx); n != 0 || err != nil {
+		t.Errorf("prune during spawn: %d %v", n, err)
+	}
+	close(release)
+	if err := <-spawned; err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Destroy(ctx, id); err != nil {
+		t.Fatalf("destroy after spawn: %v", err)
+	}
+	if e.fake.has(id) {
+		t.Error("runtime left behind")
+	}
+}
+
 func TestDestroyToleratesVanishedRuntime(t *testing.T) {
 	e := newEnv(t, nil)
 	sb := e.spawn(t, SpawnRequest{})
