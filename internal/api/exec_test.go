@@ -532,3 +532,27 @@ func TestLongRequestsOutliveServerWriteTimeout(t *testing.T) {
 		t.Errorf("buffered: %+v", res)
 	}
 }
+
+// ReadFile of agentLostProvider hands back a reader whose first read
+// fails, as a broken agent stream would.
+func (p agentLostProvider) ReadFile(ctx context.Context, id, path string) (io.ReadCloser, error) {
+	if _, err := p.Provider.StatFile(ctx, id, path); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(failingReader{}), nil
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) {
+	return 0, errdefs.New(errdefs.ErrProviderUnavailable, "lost the connection to the agent")
+}
+
+func TestReadFileFailingAtOnceGetsAnErrorBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withAgentLostProvider())
+	sb := e.spawn(map[string]string{"provider": "lossy"})
+	base := "/api/v1/sandboxes/" + sb.ID + "/files"
+	e.expectJSON(e.call("POST", base, `{"path":"/workspace/a.txt","content":"x"}`), http.StatusOK, nil)
+	e.expectError(e.call("GET", base+"?path=/workspace/a.txt", nil), http.StatusServiceUnavailable, codeUnavailable)
+}

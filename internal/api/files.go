@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -115,9 +116,16 @@ func (s *server) readFile(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	clearDeadlines(w, false, true)
+	// Read ahead before the 200 goes out, so that a file that fails on its
+	// first read still gets a proper error body.
+	br := bufio.NewReaderSize(rc, 32<<10)
+	if _, err := br.Peek(1); err != nil && err != io.EOF {
+		s.writeError(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if _, err := io.Copy(w, rc); err != nil {
+	if _, err := io.Copy(w, br); err != nil {
 		if r.Context().Err() == nil {
 			s.log.Warn("file read failed mid-stream", "request_id", requestID(r.Context()), "err", err)
 		}

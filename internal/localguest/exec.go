@@ -169,11 +169,13 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // start starts cmd and records its process group, unless the guest is
-// closed.
+// closed. The lock is not held across the fork itself, so that one slow
+// start (memory pressure) does not hold up every other command of the
+// sandbox while their timeouts run.
 func (g *Guest) start(cmd *exec.Cmd) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.closed {
+		g.mu.Unlock()
 		return errdefs.New(errdefs.ErrProviderUnavailable, "exec: the sandbox is shutting down")
 	}
 	// Forget groups that have emptied, so the set only holds live ones.
@@ -182,8 +184,17 @@ func (g *Guest) start(cmd *exec.Cmd) error {
 			delete(g.groups, pgid)
 		}
 	}
+	g.mu.Unlock()
 	if err := cmd.Start(); err != nil {
 		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		// Close ran while we forked and could not see this group: kill it
+		// here; the caller's Wait reaps it.
+		killGroup(cmd.Process.Pid)
+		return nil
 	}
 	g.groups[cmd.Process.Pid] = struct{}{}
 	return nil

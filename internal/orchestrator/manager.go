@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -139,6 +140,10 @@ type Manager struct {
 	mu   sync.RWMutex
 	live map[string]store.Sandbox // records not destroyed, by ID
 
+	// idLocks serialise the read-modify-write of one sandbox's record
+	// (destroy, extend), striped by ID so that the set never grows.
+	idLocks [64]sync.Mutex
+
 	spawns, execs, failures atomic.Int64
 }
 
@@ -169,6 +174,15 @@ func (m *Manager) now() time.Time { return m.cfg.Now().UTC() }
 
 func (m *Manager) publish(typ, sandboxID string, data map[string]string) {
 	m.bus.Publish(events.Event{Type: typ, SandboxID: sandboxID, Data: data})
+}
+
+// lockID locks the stripe of id and returns its unlock.
+func (m *Manager) lockID(id string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	mu := &m.idLocks[h.Sum32()%uint32(len(m.idLocks))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // newID returns "sb-" and 24 random hex characters.
@@ -515,6 +529,17 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 }
 
 func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventType string) error {
+	defer m.lockID(sb.ID)()
+	// Read the record again under the lock: another destroy (a request,
+	// the reaper) may have finished meanwhile.
+	cur, err := m.store.GetSandbox(ctx, sb.ID)
+	if err != nil {
+		return err
+	}
+	if cur.State == string(provider.StateDestroyed) {
+		return errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", sb.ID)
+	}
+	sb = cur
 	p, err := m.reg.Get(sb.Provider)
 	if err != nil {
 		// Without its provider the runtime cannot be removed; keep the
@@ -547,6 +572,9 @@ func (m *Manager) Extend(ctx context.Context, id string, ttl time.Duration) (sto
 	if ttl > m.cfg.MaxTTL {
 		return store.Sandbox{}, errdefs.New(errdefs.ErrInvalidArgument, "ttl %s exceeds the maximum of %s", ttl, m.cfg.MaxTTL)
 	}
+	// Under the ID's lock, so that a destroy cannot slip between reading
+	// the record and writing it back (which would revive it).
+	defer m.lockID(id)()
 	sb, err := m.running(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -576,6 +604,9 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 			continue // its spawn is still running; the next pass takes it
 		}
 		if err := m.destroy(ctx, sb, "ttl expired", events.SandboxExpired); err != nil {
+			if errdefs.Classify(err) == errdefs.ErrSandboxDestroyed {
+				continue // destroyed meanwhile by a request
+			}
 			errs = append(errs, err)
 			m.cfg.Observer.Action("reaper", "failed")
 			continue

@@ -346,6 +346,42 @@ func TestDestroyDuringSpawnIsAConflict(t *testing.T) {
 	}
 }
 
+// Destroy racing Extend, the reaper and itself: exactly one destroy wins,
+// and nothing brings the record back to life.
+func TestConcurrentDestroyExtendPrune(t *testing.T) {
+	for range 20 {
+		e := newEnv(t, nil)
+		ctx := context.Background()
+		sb := e.spawn(t, SpawnRequest{TTL: time.Minute})
+		e.clock.Add(2 * time.Minute) // expired: the reaper wants it too
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				if e.m.Destroy(ctx, sb.ID) == nil {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Go(func() { e.m.Extend(ctx, sb.ID, time.Hour) })
+		wg.Go(func() {
+			if n, _ := e.m.Prune(ctx); n == 1 {
+				wins.Add(1)
+			}
+		})
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("%d destroys succeeded, want exactly 1", wins.Load())
+		}
+		if rec, _ := e.st.GetSandbox(ctx, sb.ID); rec.State != "destroyed" {
+			t.Fatalf("record ended %s", rec.State)
+		}
+		if list, _ := e.m.List(ctx, ListFilter{}); len(list) != 0 {
+			t.Fatalf("destroyed sandbox listed: %+v", list)
+		}
+	}
+}
+
 func TestDestroyToleratesVanishedRuntime(t *testing.T) {
 	e := newEnv(t, nil)
 	sb := e.spawn(t, SpawnRequest{})

@@ -89,8 +89,8 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			m.markError(ctx, sb, "server stopped while the sandbox was being created", &errs)
 			rep.Destroyed++
 		default:
-			if sb.State != string(provider.StateRunning) {
-				sb.State = string(provider.StateRunning)
+			if want := adoptedState(info.State); sb.State != want {
+				sb.State = want
 				sb.LastError = ""
 				sb.UpdatedAt = m.now()
 				if err := m.store.UpdateSandbox(ctx, sb); err != nil {

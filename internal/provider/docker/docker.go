@@ -482,23 +482,10 @@ func noPath(err error) error {
 	return err
 }
 
-// maxSocketPath is the longest path connect(2) takes for a unix socket.
+// maxSocketPath is the longest path connect(2) takes for a unix socket;
+// dialUnix's /proc/self/fd address never comes near it, so a deep
+// state_dir is fine.
 const maxSocketPath = 107
-
-// dialUnix dials the socket at path. A path longer than a sockaddr_un
-// allows (a deep state_dir) is reached through /proc/self/fd and a
-// descriptor of its directory instead.
-func dialUnix(ctx context.Context, path string) (net.Conn, error) {
-	if len(path) <= maxSocketPath {
-		return agent.UnixDialer(path)(ctx)
-	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, noPath(err), "opening agent socket directory")
-	}
-	defer dir.Close()
-	return agent.UnixDialer(fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)))(ctx)
-}
 
 func notRunning(id string, state container.ContainerState) error {
 	return errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is not running (container %s)", id, state),
