@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,13 +74,7 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 		return provider.ExitStatus{ExitCode: code, Duration: time.Since(start)}, nil
 	}
 
-	runCtx, cancel := ctx, context.CancelFunc(func() {})
-	if req.Timeout > 0 {
-		runCtx, cancel = context.WithTimeout(ctx, req.Timeout)
-	}
-	defer cancel()
-
-	cmd = exec.CommandContext(runCtx, prog)
+	cmd = exec.CommandContext(ctx, prog)
 	cmd.Args = slices.Clone(req.Argv)
 	cmd.Env = env
 	cmd.Dir = dir
@@ -100,7 +95,19 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 		}
 		return provider.ExitStatus{}, err
 	}
+	// The command's own clock starts once it runs: a start slowed down by
+	// the host (memory pressure) does not eat into it.
+	var timedOut atomic.Bool
+	stopTimer := func() bool { return false }
+	if req.Timeout > 0 {
+		pid := cmd.Process.Pid
+		stopTimer = time.AfterFunc(req.Timeout, func() {
+			timedOut.Store(true)
+			killGroup(pid)
+		}).Stop
+	}
 	werr := cmd.Wait()
+	stopTimer()
 	g.finished(cmd.Process.Pid)
 	st := provider.ExitStatus{Duration: time.Since(start), ExitCode: -1}
 	if cmd.ProcessState != nil {
@@ -111,7 +118,7 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 	case ctx.Err() != nil:
 		st.ExitCode = -1
 		return st, ctx.Err()
-	case runCtx.Err() != nil:
+	case timedOut.Load():
 		st.ExitCode, st.TimedOut = -1, true
 		return st, errdefs.New(errdefs.ErrExecTimeout, "command timed out after %s", req.Timeout)
 	}
