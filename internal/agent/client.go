@@ -16,6 +16,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/fence"
+	"github.com/stacyvm/stacyvm/internal/httpbody"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -211,7 +212,7 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, mode f
 	if err != nil {
 		return err
 	}
-	return drain(resp)
+	return httpbody.Drain(resp)
 }
 
 // ReadFile opens path in the sandbox for streaming. The reader stays valid
@@ -222,7 +223,9 @@ func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, erro
 	if err != nil {
 		return nil, err
 	}
-	return &downloadReader{c: c, ctx: ctx, rc: resp.Body}, nil
+	return &httpbody.Download{Body: resp.Body, Classify: func(err error) error {
+		return c.streamErr(ctx, err, "file contents")
+	}}, nil
 }
 
 func (c *Client) ListFiles(ctx context.Context, path string) ([]provider.FileInfo, error) {
@@ -309,7 +312,7 @@ func (c *Client) callJSON(ctx context.Context, method, path string, q url.Values
 		return err
 	}
 	if out == nil {
-		return drain(resp)
+		return httpbody.Drain(resp)
 	}
 	defer resp.Body.Close()
 	// Responses are decoded leniently (unknown fields ignored) so that a
@@ -386,27 +389,3 @@ func (c *Client) replyErr(ctx context.Context, resp *http.Response) error {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
 	return errorFromWire(we)
 }
-
-// drain finishes a reply whose body carries nothing, so its connection
-// goes back to the pool.
-func drain(resp *http.Response) error {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	return resp.Body.Close()
-}
-
-// downloadReader classifies errors in the middle of a download.
-type downloadReader struct {
-	c   *Client
-	ctx context.Context
-	rc  io.ReadCloser
-}
-
-func (d *downloadReader) Read(p []byte) (int, error) {
-	n, err := d.rc.Read(p)
-	if err != nil && err != io.EOF {
-		err = d.c.streamErr(d.ctx, err, "file contents")
-	}
-	return n, err
-}
-
-func (d *downloadReader) Close() error { return d.rc.Close() }

@@ -81,17 +81,6 @@ var classStatus = map[*errdefs.Class]int{
 // "internal" for an unclassified error.
 func ClassCode(err error) string { return errdefs.CodeOf(err) }
 
-func classify(err error) (code string, status int) {
-	c := errdefs.Classify(err)
-	if c == nil {
-		return classInternal, http.StatusInternalServerError
-	}
-	if status, ok := classStatus[c]; ok {
-		return c.Code(), status
-	}
-	return c.Code(), http.StatusInternalServerError
-}
-
 func toWireError(err error) wireError {
 	return wireError{Class: errdefs.CodeOf(err), Message: err.Error()}
 }

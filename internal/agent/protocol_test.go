@@ -26,7 +26,7 @@ func TestEveryClassHasAStableCode(t *testing.T) {
 			t.Errorf("classes %v and %v share code %q", c, other, code)
 		}
 		seen[code] = c
-		if _, status := classify(errdefs.New(c, "x")); classStatus[c] == 0 || status != classStatus[c] {
+		if _, status := errdefs.CodeAndStatus(errdefs.New(c, "x"), classStatus); classStatus[c] == 0 || status != classStatus[c] {
 			t.Errorf("class %v has no HTTP status of its own (answers %d)", c, status)
 		}
 		back := errorFromWire(wireError{Class: code, Message: "m"})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/httpbody"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -96,7 +97,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code, status := classify(err)
+	code, status := errdefs.CodeAndStatus(err, classStatus)
 	level := slog.LevelDebug
 	if code == classInternal {
 		level = slog.LevelWarn
@@ -142,7 +143,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request) {
 	fw := &frameWriter{w: w, rc: http.NewResponseController(w)}
 	st, err := s.g.Exec(r.Context(), req, fw.stream(FrameStdout), fw.stream(FrameStderr))
 	if err != nil {
-		code, _ := classify(err)
+		code, _ := errdefs.CodeAndStatus(err, classStatus)
 		s.log.Debug("exec failed", "argv0", req.Argv[0], "class", code, "err", err)
 		payload, _ := json.Marshal(toWireError(err))
 		fw.write(FrameError, payload, false)
@@ -241,24 +242,7 @@ func (s *server) readFile(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", contentTypeOctets)
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := rc.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away
-			}
-		}
-		if rerr == io.EOF {
-			return
-		}
-		if rerr != nil {
-			// Headers are gone; the only way to tell the client the file
-			// is incomplete is to break the chunked stream.
-			s.log.Warn("reading file failed mid-stream", "err", rerr)
-			panic(http.ErrAbortHandler)
-		}
-	}
+	httpbody.Send(w, rc, func(err error) { s.log.Warn("reading file failed mid-stream", "err", err) })
 }
 
 func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {

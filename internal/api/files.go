@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/httpbody"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
@@ -125,14 +126,11 @@ func (s *server) readFile(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if _, err := io.Copy(w, br); err != nil {
+	httpbody.Send(w, br, func(err error) {
 		if r.Context().Err() == nil {
 			s.log.Warn("file read failed mid-stream", "request_id", requestID(r.Context()), "err", err)
 		}
-		// The 200 is out; aborting the connection is the only way left to
-		// tell the client that the body is incomplete.
-		panic(http.ErrAbortHandler)
-	}
+	})
 }
 
 func (s *server) deleteFile(w http.ResponseWriter, r *http.Request) {

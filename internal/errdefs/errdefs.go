@@ -173,3 +173,18 @@ func Hint(err error) string {
 	}
 	return ""
 }
+
+// CodeAndStatus returns err's wire code and the status a protocol gives its
+// class in statuses; an unclassified error, or a class the table leaves
+// out, gets 500. Each protocol keeps its own table (the agent and custom
+// protocols choose different statuses for some classes).
+func CodeAndStatus(err error, statuses map[*Class]int) (code string, status int) {
+	c := Classify(err)
+	if c == nil {
+		return CodeInternal, 500
+	}
+	if status, ok := statuses[c]; ok {
+		return c.Code(), status
+	}
+	return c.Code(), 500
+}

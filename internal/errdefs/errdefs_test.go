@@ -117,3 +117,22 @@ func TestCodes(t *testing.T) {
 		t.Errorf("CodeOf(unclassified) = %q", got)
 	}
 }
+
+func TestCodeAndStatus(t *testing.T) {
+	table := map[*Class]int{ErrFileNotFound: 404, ErrConflict: 409}
+	cases := []struct {
+		err    error
+		code   string
+		status int
+	}{
+		{New(ErrFileNotFound, "x"), "file_not_found", 404},
+		{fmt.Errorf("wrapped: %w", New(ErrConflict, "x")), "conflict", 409},
+		{New(ErrExecTimeout, "x"), "exec_timeout", 500}, // not in the table
+		{errors.New("plain"), CodeInternal, 500},
+	}
+	for _, tc := range cases {
+		if code, status := CodeAndStatus(tc.err, table); code != tc.code || status != tc.status {
+			t.Errorf("CodeAndStatus(%v) = %s %d, want %s %d", tc.err, code, status, tc.code, tc.status)
+		}
+	}
+}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/fence"
+	"github.com/stacyvm/stacyvm/internal/httpbody"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/custom/wire"
 )
@@ -388,7 +389,7 @@ func (p *Provider) WriteFile(ctx context.Context, id, path string, r io.Reader, 
 	if err != nil {
 		return err
 	}
-	return drain(resp)
+	return httpbody.Drain(resp)
 }
 
 // ReadFile opens path for streaming. The reader is valid while ctx is; a
@@ -399,7 +400,9 @@ func (p *Provider) ReadFile(ctx context.Context, id, path string) (io.ReadCloser
 	if err != nil {
 		return nil, err
 	}
-	return &download{p: p, ctx: ctx, rc: resp.Body}, nil
+	return &httpbody.Download{Body: resp.Body, Classify: func(err error) error {
+		return p.readErr(ctx, err, "file contents")
+	}}, nil
 }
 
 func (p *Provider) ListFiles(ctx context.Context, id, path string) ([]provider.FileInfo, error) {
@@ -484,7 +487,7 @@ func (p *Provider) call(ctx context.Context, timeout time.Duration, method, rout
 		return err
 	}
 	if out == nil {
-		return drain(resp)
+		return httpbody.Drain(resp)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxJSON+1))
@@ -643,30 +646,6 @@ func (p *Provider) readErr(ctx context.Context, err error, what string) error {
 	}
 	return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "provider %s: reading the backend's %s", p.name, what)
 }
-
-// drain finishes a reply whose body carries nothing of use, so that its
-// connection can be reused.
-func drain(resp *http.Response) error {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	return resp.Body.Close()
-}
-
-// download classifies errors in the middle of a file transfer.
-type download struct {
-	p   *Provider
-	ctx context.Context
-	rc  io.ReadCloser
-}
-
-func (d *download) Read(b []byte) (int, error) {
-	n, err := d.rc.Read(b)
-	if err != nil && err != io.EOF {
-		err = d.p.readErr(d.ctx, err, "file contents")
-	}
-	return n, err
-}
-
-func (d *download) Close() error { return d.rc.Close() }
 
 type cancelOnClose struct {
 	io.ReadCloser

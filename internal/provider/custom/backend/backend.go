@@ -25,6 +25,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/httpbody"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/custom/wire"
 )
@@ -411,24 +412,7 @@ func (h *handler) readFile(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", wire.ContentOctets)
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := rc.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away
-			}
-		}
-		if rerr == io.EOF {
-			return
-		}
-		if rerr != nil {
-			// The status is sent: breaking the chunked stream is the only
-			// way left to tell the client the file is incomplete.
-			h.log.Warn("reading a file failed mid-stream", "err", rerr)
-			panic(http.ErrAbortHandler)
-		}
-	}
+	httpbody.Send(w, rc, func(err error) { h.log.Warn("reading a file failed mid-stream", "err", err) })
 }
 
 func (h *handler) deleteFile(w http.ResponseWriter, r *http.Request) {

@@ -85,16 +85,7 @@ var statuses = map[*errdefs.Class]int{
 const CodeInternal = errdefs.CodeInternal
 
 // Classify returns the wire code and HTTP status of err.
-func Classify(err error) (code string, status int) {
-	c := errdefs.Classify(err)
-	if c == nil {
-		return CodeInternal, http.StatusInternalServerError
-	}
-	if status, ok := statuses[c]; ok {
-		return c.Code(), status
-	}
-	return c.Code(), http.StatusInternalServerError
-}
+func Classify(err error) (code string, status int) { return errdefs.CodeAndStatus(err, statuses) }
 
 // ToError returns the wire form of err.
 func ToError(err error) Error {
