@@ -92,7 +92,7 @@ func runMain(m *testing.M) int {
 	code := m.Run()
 	if env.cli != nil {
 		if left := leftovers(); len(left) > 0 {
-			fmt.Fprintf(os.Stderr, "FAIL: tests left %d container(s) behind: %s\n", len(left), strings.Join(left, ", "))
+			fmt.Fprintf(os.Stderr, "FAIL: tests left %d container(s), network(s) or volume(s) behind: %s\n", len(left), strings.Join(left, ", "))
 			code = 1
 		}
 	}
@@ -176,7 +176,23 @@ func leftovers() []string {
 	}
 	var names []string
 	for _, c := range res.Items {
-		names = append(names, strings.Join(c.Names, ",")+" "+string(c.State))
+		names = append(names, "container "+strings.Join(c.Names, ",")+" "+string(c.State))
+	}
+	// Networks and volumes the tests made carry the same label.
+	byLabel := client.Filters{}.Add("label", LabelTest+"="+env.runID)
+	nets, err := env.cli.NetworkList(ctx, client.NetworkListOptions{Filters: byLabel})
+	if err != nil {
+		return append(names, "(cannot list networks: "+err.Error()+")")
+	}
+	for _, n := range nets.Items {
+		names = append(names, "network "+n.Name)
+	}
+	vols, err := env.cli.VolumeList(ctx, client.VolumeListOptions{Filters: byLabel})
+	if err != nil {
+		return append(names, "(cannot list volumes: "+err.Error()+")")
+	}
+	for _, v := range vols.Items {
+		names = append(names, "volume "+v.Name)
 	}
 	return names
 }
