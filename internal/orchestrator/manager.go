@@ -352,11 +352,29 @@ func (m *Manager) validateSpawn(req SpawnRequest) error {
 	return nil
 }
 
+// providerFor returns the provider a spawn uses, healthy now. An unhealthy
+// provider fails the spawn (503): auto's choice in particular is never
+// replaced by a weaker one.
 func (m *Manager) providerFor(ctx context.Context, name string) (provider.Provider, error) {
-	if name == "" || name == "auto" {
-		return m.reg.Default(ctx)
+	auto := name == "" || name == "auto"
+	var p provider.Provider
+	var err error
+	if auto {
+		p, err = m.reg.Default(ctx)
+	} else {
+		p, err = m.reg.Get(name)
 	}
-	return m.reg.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := provider.CheckHealth(ctx, p); err != nil {
+		if auto && m.reg.DefaultName() == "auto" {
+			return nil, errdefs.WithHint(err, fmt.Sprintf("auto chose %q at start and keeps it: spawns never move to a weaker provider; "+
+				"repair it (stacyvm doctor), or name another provider in the request", p.Name()))
+		}
+		return nil, err
+	}
+	return p, nil
 }
 
 // reserve enforces the limits and claims a place for sb atomically, so

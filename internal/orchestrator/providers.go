@@ -33,9 +33,9 @@ type ProviderStatus struct {
 func (m *Manager) Providers(ctx context.Context) []ProviderStatus {
 	entries := m.reg.Entries()
 	out := make([]ProviderStatus, len(entries))
-	defName := ""
-	if d, err := m.reg.Default(ctx); err == nil {
-		defName = d.Name()
+	defName := m.reg.DefaultName()
+	if defName == "auto" {
+		defName = m.reg.Pinned() // no probe here: the choice was made at start
 	}
 	counts := map[string]int{}
 	m.mu.RLock()

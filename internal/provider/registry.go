@@ -2,9 +2,11 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 )
@@ -16,6 +18,7 @@ type Registry struct {
 	entries  map[string]*entry
 	order    []string
 	fallback string
+	pinned   string // auto's choice, once made
 }
 
 type entry struct {
@@ -81,12 +84,17 @@ func (r *Registry) Entries() []Entry {
 	return out
 }
 
+// HealthTimeout bounds one health probe made by the registry, so that a
+// hung runtime cannot hang the auto choice.
+const HealthTimeout = 5 * time.Second
+
 // SetDefault names the provider used when a request names none. The name
-// "auto" (or "") means Auto's choice at the time of each call.
+// "auto" (or "") means Resolve's choice, made once and then kept.
 func (r *Registry) SetDefault(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fallback = name
+	r.pinned = ""
 }
 
 // DefaultName returns the configured default ("auto" when unset).
@@ -99,16 +107,49 @@ func (r *Registry) DefaultName() string {
 	return r.fallback
 }
 
-// Default returns the default provider.
+// Pinned returns the provider auto resolved to, or "" when the default is
+// not auto or nothing has been resolved yet.
+func (r *Registry) Pinned() string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.pinned
+}
+
+// Resolve fixes the default provider: a configured name is looked up; auto
+// probes every loaded provider (each probe bounded by HealthTimeout) and
+// pins the strongest healthy one, so that later calls never move to a
+// weaker provider when that one falls ill. Call it once at start.
+func (r *Registry) Resolve(ctx context.Context) (Provider, error) {
+	if n := r.DefaultName(); n != "auto" {
+		return r.Get(n)
+	}
+	p, err := r.Auto(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pinned == "" {
+		r.pinned = p.Name()
+	}
+	return r.entries[r.pinned].p, nil
+}
+
+// Default returns the default provider without probing it: the configured
+// one, or the one auto pinned. When auto has pinned nothing yet (no
+// provider was healthy at start) it resolves now, and pins that.
 func (r *Registry) Default(ctx context.Context) (Provider, error) {
 	if n := r.DefaultName(); n != "auto" {
 		return r.Get(n)
 	}
-	return r.Auto(ctx)
+	if n := r.Pinned(); n != "" {
+		return r.Get(n)
+	}
+	return r.Resolve(ctx)
 }
 
 // Auto returns the loaded, healthy provider with the strongest isolation;
-// ties go to the one registered first.
+// ties go to the one registered first. It pins nothing: see Resolve.
 func (r *Registry) Auto(ctx context.Context) (Provider, error) {
 	var candidates []Provider
 	for _, e := range r.Entries() {
@@ -119,16 +160,26 @@ func (r *Registry) Auto(ctx context.Context) (Provider, error) {
 	slices.SortStableFunc(candidates, func(a, b Provider) int {
 		return int(b.Capabilities().Isolation) - int(a.Capabilities().Isolation)
 	})
-	var lastErr error
+	var errs []error
 	for _, p := range candidates {
-		if err := p.Health(ctx); err != nil {
-			lastErr = err
+		if err := CheckHealth(ctx, p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		return p, nil
 	}
-	if lastErr != nil {
-		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, lastErr, "no provider is healthy")
+	if len(errs) > 0 {
+		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, errors.Join(errs...), "no provider is healthy")
 	}
 	return nil, errdefs.New(errdefs.ErrProviderUnavailable, "no provider is loaded")
+}
+
+// CheckHealth probes p with HealthTimeout and names p in the error.
+func CheckHealth(ctx context.Context, p Provider) error {
+	hctx, cancel := context.WithTimeout(ctx, HealthTimeout)
+	defer cancel()
+	if err := p.Health(hctx); err != nil {
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "provider %q is unhealthy", p.Name())
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package provider_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -120,3 +122,64 @@ func TestSerialWritersNeverOverlap(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// flaky is a stub whose health can change, or hang until its context ends.
+type flaky struct {
+	stub
+	down *error
+	hang bool
+}
+
+func (f flaky) Health(ctx context.Context) error {
+	if f.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return *f.down
+}
+
+func TestRegistryResolvePinsAuto(t *testing.T) {
+	ctx := context.Background()
+	var dockerDown error
+	r := provider.NewRegistry()
+	r.Register(stub{name: "proot", iso: provider.IsolationProcess})
+	r.Register(flaky{stub: stub{name: "docker", iso: provider.IsolationContainer}, down: &dockerDown})
+	if r.Pinned() != "" {
+		t.Fatalf("pinned before Resolve: %q", r.Pinned())
+	}
+	if p, err := r.Resolve(ctx); err != nil || p.Name() != "docker" || r.Pinned() != "docker" {
+		t.Fatalf("Resolve = %v, %v (pinned %q)", p, err, r.Pinned())
+	}
+	dockerDown = errors.New("daemon gone")
+	// Default does not probe and never moves: the orchestrator's health
+	// check fails the spawn instead.
+	if p, err := r.Default(ctx); err != nil || p.Name() != "docker" {
+		t.Fatalf("Default after docker fell ill = %v, %v; want docker", p, err)
+	}
+	p, _ := r.Default(ctx)
+	if err := provider.CheckHealth(ctx, p); !errors.Is(err, errdefs.ErrProviderUnavailable) || !strings.Contains(err.Error(), `"docker"`) {
+		t.Fatalf("CheckHealth = %v; want unavailable naming docker", err)
+	}
+	// A configured default is not auto: nothing is pinned.
+	r.SetDefault("proot")
+	if p, err := r.Resolve(ctx); err != nil || p.Name() != "proot" || r.Pinned() != "" {
+		t.Fatalf("explicit Resolve = %v, %v (pinned %q)", p, err, r.Pinned())
+	}
+}
+
+func TestRegistryAutoBoundsHealthProbes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for one HealthTimeout")
+	}
+	r := provider.NewRegistry()
+	r.Register(stub{name: "proot", iso: provider.IsolationProcess})
+	r.Register(flaky{stub: stub{name: "docker", iso: provider.IsolationContainer}, hang: true})
+	start := time.Now()
+	p, err := r.Auto(context.Background())
+	if err != nil || p.Name() != "proot" {
+		t.Fatalf("Auto = %v, %v; a hung probe must time out and count as unhealthy", p, err)
+	}
+	if d := time.Since(start); d > provider.HealthTimeout+10*time.Second {
+		t.Fatalf("Auto took %s with a hung provider", d)
+	}
+}

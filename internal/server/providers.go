@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -110,11 +109,33 @@ func dockerConfig(cfg *config.Config, log *slog.Logger) docker.Config {
 
 // BuildRegistry loads every enabled provider; one that cannot run here is
 // recorded with its reason. The returned func releases what they hold.
+//
+// The mock runs commands on the host without any isolation, so it is loaded
+// only when the configuration names it (MockNamed); otherwise it is listed
+// as declined, with how to enable it.
 func BuildRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger) (*provider.Registry, func()) {
+	return buildRegistry(ctx, cfg, log, MockNamed(cfg))
+}
+
+// MockNamed reports whether the configuration asks for the mock by name:
+// in provider.enabled, or as provider.default (`serve --provider mock`).
+func MockNamed(cfg *config.Config) bool {
+	return slices.Contains(cfg.Provider.Enabled, "mock") || cfg.Provider.Default == "mock"
+}
+
+// errMockNotNamed is why the mock is not loaded by default.
+var errMockNotNamed = errors.New("not loaded: the mock runs commands directly on this host, without isolation, " +
+	"so it is loaded only when named: provider.enabled: [mock], provider.default: mock, or `stacyvm serve --provider mock`")
+
+func buildRegistry(ctx context.Context, cfg *config.Config, log *slog.Logger, withMock bool) (*provider.Registry, func()) {
 	reg := provider.NewRegistry()
 	var closers []io.Closer
 	for _, o := range openers() {
-		if len(cfg.Provider.Enabled) > 0 && !slices.Contains(cfg.Provider.Enabled, o.name) {
+		if o.name == "mock" && !withMock {
+			reg.Decline(o.name, errMockNotNamed)
+			continue
+		}
+		if len(cfg.Provider.Enabled) > 0 && !slices.Contains(cfg.Provider.Enabled, o.name) && o.name != "mock" {
 			continue
 		}
 		p, err := o.open(ctx, cfg, log)
@@ -175,8 +196,8 @@ type Check struct {
 // this host with this configuration, and if not exactly why.
 func Doctor(ctx context.Context, cfg *config.Config) []Check {
 	all := *cfg
-	all.Provider.Enabled = nil // doctor looks at every provider
-	reg, closeAll := BuildRegistry(ctx, &all, slog.New(slog.DiscardHandler))
+	all.Provider.Enabled = nil // doctor looks at every provider, the mock only when named
+	reg, closeAll := buildRegistry(ctx, &all, slog.New(slog.DiscardHandler), MockNamed(cfg))
 	defer closeAll()
 	var out []Check
 	for _, e := range reg.Entries() {
@@ -186,10 +207,7 @@ func Doctor(ctx context.Context, cfg *config.Config) []Check {
 			c.Problem = e.Reason.Error()
 		default:
 			c.Isolation = e.Provider.Capabilities().Isolation.String()
-			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := e.Provider.Health(hctx)
-			cancel()
-			if err != nil {
+			if err := provider.CheckHealth(ctx, e.Provider); err != nil {
 				c.Problem = err.Error()
 			} else {
 				c.Available = true

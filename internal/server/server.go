@@ -143,14 +143,15 @@ func announce(ctx context.Context, reg *provider.Registry, log *slog.Logger) {
 			log.Info("provider loaded", "provider", e.Name, "isolation", e.Provider.Capabilities().Isolation.String())
 		}
 	}
-	p, err := reg.Default(ctx)
+	p, err := reg.Resolve(ctx)
 	if err != nil {
 		log.Error("no default provider can serve", "err", err)
 		return
 	}
 	why := "configured as provider.default"
 	if reg.DefaultName() == config.ProviderAuto {
-		why = "auto: the strongest isolation among healthy providers"
+		why = "auto: the strongest isolation among healthy providers at start; kept while the server runs " +
+			"(if it falls ill, spawns fail with 503 instead of moving to a weaker provider)"
 	}
 	log.Info("default provider", "provider", p.Name(), "isolation", p.Capabilities().Isolation.String(), "why", why)
 	if p.Capabilities().Isolation == provider.IsolationNone {

@@ -188,3 +188,44 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 		t.Logf("stream ended with %v", err)
 	}
 }
+
+// TestMockNeverImplicit: a configuration that does not name the mock never
+// loads it, and both GET /providers and doctor say how to enable it.
+func TestMockNeverImplicit(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.Provider.Enabled = []string{"custom"} // declines: no custom.url
+	base, _ := start(t, cfg, io.Discard)
+
+	var provs []struct{ Name, Problem string }
+	if code := call(t, "GET", base+"/api/v1/providers", nil, &provs); code != 200 {
+		t.Fatalf("providers: %d", code)
+	}
+	found := false
+	for _, p := range provs {
+		if p.Name == "mock" {
+			found = true
+			if !strings.Contains(p.Problem, "not loaded") || !strings.Contains(p.Problem, "provider.enabled: [mock]") {
+				t.Errorf("mock problem = %q; must say it is not loaded and how to enable it", p.Problem)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("GET /providers does not list the mock: %+v", provs)
+	}
+	var errBody struct{ Code, Message string }
+	if code := call(t, "POST", base+"/api/v1/sandboxes", map[string]any{"image": "any"}, &errBody); code != http.StatusServiceUnavailable {
+		t.Fatalf("spawn with no provider loaded: %d %+v; want 503", code, errBody)
+	}
+
+	cfg.Provider.Enabled = nil
+	for _, c := range Doctor(context.Background(), cfg) {
+		if c.Provider == "mock" && (c.Available || !strings.Contains(c.Problem, "provider.default: mock")) {
+			t.Errorf("doctor's mock check = %+v; must say it is not loaded and how to enable it", c)
+		}
+	}
+	cfg.Provider.Default = "mock"
+	if !MockNamed(cfg) {
+		t.Error("provider.default: mock must load the mock")
+	}
+}
