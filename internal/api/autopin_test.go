@@ -55,9 +55,9 @@ func TestAutoStaysPinned(t *testing.T) {
 		}
 	}
 	var provs []struct {
-		Name         string `json:"name"`
-		Default      bool   `json:"default"`
-		Healthy      bool   `json:"healthy"`
+		Name    string `json:"name"`
+		Default bool   `json:"default"`
+		Healthy bool   `json:"healthy"`
 	}
 	e.expectJSON(e.call("GET", "/api/v1/providers", nil), http.StatusOK, &provs)
 	for _, p := range provs {
