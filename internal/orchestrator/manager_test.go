@@ -570,6 +570,9 @@ func TestReconcile(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.fake.addRuntime(provider.Info{ID: mid.ID, State: provider.StateRunning})
+			// A runtime never started, with no record: removed whatever the
+			// policy, never adopted.
+			e.fake.addRuntime(provider.Info{ID: "sb-created00000000000", State: provider.StateCreating})
 			// A record of a provider that is no longer configured.
 			lost := store.Sandbox{ID: "sb-lostprovider000000", Provider: "gone", Image: "i", State: "running",
 				CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)}
@@ -584,9 +587,9 @@ func TestReconcile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantAdopted, wantDestroyed := 1, 2
+			wantAdopted, wantDestroyed := 1, 3
 			if policy == OrphansDestroy {
-				wantAdopted, wantDestroyed = 0, 3
+				wantAdopted, wantDestroyed = 0, 4
 			}
 			want := ReconcileReport{Alive: 1, Gone: 1, Errored: 1, Adopted: wantAdopted, Destroyed: wantDestroyed}
 			if rep != want {
@@ -616,6 +619,12 @@ func TestReconcile(t *testing.T) {
 			}
 			if e.fake.has(dead.ID) {
 				t.Error("runtime of a destroyed record survived")
+			}
+			if e.fake.has("sb-created00000000000") {
+				t.Error("a never-started runtime without a record survived")
+			}
+			if _, err := e.st.GetSandbox(ctx, "sb-created00000000000"); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("a never-started runtime was adopted: %v", err)
 			}
 			orphan, err := e.st.GetSandbox(ctx, "sb-orphan000000000000")
 			if policy == OrphansAdopt {

@@ -18,7 +18,7 @@ type ReconcileReport struct {
 	Gone      int // records whose runtime vanished: marked destroyed
 	Errored   int // records whose provider is missing or unhealthy: marked error
 	Adopted   int // runtimes without a record that got one
-	Destroyed int // runtimes removed: unknown (policy destroy), or recorded destroyed, or caught mid-spawn
+	Destroyed int // runtimes removed: unknown (policy destroy, or never started), recorded destroyed, or caught mid-spawn
 }
 
 // Reconcile makes the store and the runtimes agree. Call it before serving.
@@ -29,7 +29,8 @@ type ReconcileReport struct {
 // creating (the server died mid-spawn) has its runtime removed, since
 // setup may not have finished. Then every provider that keeps an
 // inventory lists its runtimes: those with no record are adopted or
-// destroyed by the Orphans policy, those whose record says destroyed are
+// destroyed by the Orphans policy, except that one never started (state
+// creating) is always destroyed; those whose record says destroyed are
 // removed.
 func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
@@ -125,6 +126,13 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				rep.Destroyed++
 			case known:
 				// handled above
+			case info.State == provider.StateCreating && !m.recorded(ctx, info.ID):
+				// Never started, and nobody's: a spawn that died between
+				// create and start (a crash, a create its caller
+				// abandoned). There is nothing in it to keep.
+				m.destroyRuntime(e.Provider, info.ID)
+				m.cfg.Observer.Action("reconcile", "destroyed")
+				rep.Destroyed++
 			case m.cfg.Orphans == OrphansDestroy:
 				m.destroyRuntime(e.Provider, info.ID)
 				m.cfg.Observer.Action("reconcile", "destroyed")
@@ -141,6 +149,13 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	m.log.Info("reconciled", "alive", rep.Alive, "gone", rep.Gone, "errored", rep.Errored,
 		"adopted", rep.Adopted, "destroyed", rep.Destroyed)
 	return rep, errors.Join(errs...)
+}
+
+// recorded says whether id has a record now: one listed after Reconcile
+// began belongs to a spawn in flight, whose runtime is not an orphan.
+func (m *Manager) recorded(ctx context.Context, id string) bool {
+	_, err := m.store.GetSandbox(ctx, id)
+	return !errors.Is(err, errdefs.ErrNotFound)
 }
 
 func (m *Manager) adopt(ctx context.Context, providerName string, info provider.Info) error {

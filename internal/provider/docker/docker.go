@@ -256,29 +256,23 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 	}
 	created := time.Now().UTC()
 	config, hostConfig := p.containerConfig(spec, env, network, sockDir, created)
-	res, err := p.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name:       containerName(spec.ID),
-		Config:     config,
-		HostConfig: hostConfig,
-	})
+	res, err := p.create(ctx, spec.ID, config, hostConfig)
 	if err != nil {
-		if ctx.Err() != nil {
-			// dockerd may have created the container before the request was
-			// abandoned; the name is this sandbox's, so remove it blind.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			p.cli.ContainerRemove(rctx, containerName(spec.ID), client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-			cancel()
-		}
-		if errdefs.Classify(classify(err, "")) != errdefs.ErrConflict {
+		if !errors.Is(err, errdefs.ErrConflict) {
 			os.RemoveAll(sockDir)
 		}
-		return provider.Info{}, classify(err, "docker: create container for %s", spec.ID)
+		return provider.Info{}, err
 	}
 	for _, w := range res.Warnings {
 		p.cfg.Logger.Warn("docker: create warning", "sandbox", spec.ID, "warning", w)
 	}
 	sb := &sandbox{containerID: res.ID, sockDir: sockDir}
 	sb.guest = agent.NewClient(p.dialer(spec.ID, res.ID, filepath.Join(sockDir, socketName)))
+	if ctx.Err() != nil {
+		// The caller gave up while the container was being created.
+		p.cleanup(spec.ID, sb)
+		return provider.Info{}, fmt.Errorf("docker: spawn %s: %w", spec.ID, context.Cause(ctx))
+	}
 
 	if err := p.start(ctx, spec.ID, sb); err != nil {
 		p.cleanup(spec.ID, sb)
@@ -292,6 +286,50 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 	info.State = provider.StateRunning
 	info.Runtime = p.runtime
 	return info, nil
+}
+
+// dockerCallTimeout bounds the dockerd calls that run on a context of
+// their own because abandoning them would leak (create, cleanup).
+const dockerCallTimeout = time.Minute
+
+// create creates the sandbox's container. dockerd completes a create even
+// when its client hangs up, and a client that hung up never learns the new
+// container's ID: so the call does not take the caller's cancellation (the
+// caller checks it once dockerd has answered), and a create that failed
+// anyway is followed by a lookup by the container's deterministic name.
+func (p *Provider) create(ctx context.Context, id string, config *container.Config, hostConfig *container.HostConfig) (client.ContainerCreateResult, error) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
+	defer cancel()
+	res, err := p.cli.ContainerCreate(cctx, client.ContainerCreateOptions{
+		Name:       containerName(id),
+		Config:     config,
+		HostConfig: hostConfig,
+	})
+	if err == nil {
+		return res, nil
+	}
+	err = classify(err, "docker: create container for %s", id)
+	if !errors.Is(err, errdefs.ErrConflict) {
+		// The name is taken by nothing else (a conflict would say so), so a
+		// container under it carrying this sandbox's labels is the one this
+		// create made before it failed: a timeout, a dropped connection.
+		p.removeLeftover(id)
+	}
+	return res, err
+}
+
+// removeLeftover removes sandbox id's container if there is one; it runs
+// on a context of its own, after the caller may have given up.
+func (p *Provider) removeLeftover(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
+	defer cancel()
+	ctr, err := p.inspect(ctx, id)
+	if err != nil {
+		return
+	}
+	if _, err := p.cli.ContainerRemove(ctx, ctr.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
+		p.cfg.Logger.Warn("docker: removing the container of a failed create", "sandbox", id, "err", err)
+	}
 }
 
 // claimSocketDir creates the sandbox's socket directory. One that already
@@ -442,7 +480,7 @@ func (p *Provider) start(ctx context.Context, id string, sb *sandbox) error {
 
 // cleanup removes what a failed Spawn made, even if the caller gave up.
 func (p *Provider) cleanup(id string, sb *sandbox) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), dockerCallTimeout)
 	defer cancel()
 	sb.guest.Close()
 	if _, err := p.cli.ContainerRemove(ctx, sb.containerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
