@@ -20,8 +20,13 @@ type Options struct {
 	// GET /api/v1/health (Prometheus may send it as a bearer token).
 	APIKey string
 	// CORSOrigins lists the browser origins allowed to call the API
-	// ("*" for any). None by default.
+	// ("*" for any). None by default; the server's own origin is always
+	// allowed.
 	CORSOrigins []string
+	// AllowedHosts lists the Host names (or host:port) the server answers
+	// to besides loopback and the address a request arrives on ("*" for
+	// any): the DNS-rebinding defence. None by default.
+	AllowedHosts []string
 	// MaxBodyBytes bounds JSON request bodies (default 1 MiB).
 	MaxBodyBytes int64
 	// MaxFileBytes bounds JSON file writes, content included (default 64 MiB).
@@ -92,11 +97,13 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	s.mux = s.newMux()
 	// The order is fixed: the request ID first so that everything after it
 	// can log and report it; recovery around everything that can panic;
-	// CORS preflights before auth, because browsers send them without
-	// credentials.
+	// the Host and Origin checks for every path, before anything else
+	// answers (preflights included); CORS preflights before auth, because
+	// browsers send them without credentials.
 	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = s.withAuth(h)
 	h = s.withCORS(h)
+	h = s.withEdge(h)
 	h = s.withAccessLog(h)
 	h = s.withRecovery(h)
 	h = s.withRequestID(h)

@@ -145,7 +145,11 @@ func (e *testEnv) call(method, path string, body any, headers ...string) *http.R
 		e.t.Fatalf("new request: %v", err)
 	}
 	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
+		ct := "application/json"
+		if strings.HasSuffix(req.URL.Path, "/files/raw") {
+			ct = "application/octet-stream"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])

@@ -17,18 +17,21 @@ import (
 
 // Error codes of the contract, plus the extensions this server adds.
 const (
-	codeBadRequest       = "BAD_REQUEST"
-	codeUnauthorized     = "UNAUTHORIZED"
-	codeNotFound         = "NOT_FOUND"
-	codeSandboxDestroyed = "SANDBOX_DESTROYED"
-	codeFileNotFound     = "FILE_NOT_FOUND"
-	codeTimeout          = "TIMEOUT"
-	codeConflict         = "CONFLICT"
-	codeResourceLimit    = "RESOURCE_LIMIT"
-	codeUnavailable      = "UNAVAILABLE"
-	codeUnimplemented    = "UNIMPLEMENTED"      // extension
-	codeMethodNotAllowed = "METHOD_NOT_ALLOWED" // extension
-	codeInternal         = "INTERNAL_ERROR"
+	codeBadRequest           = "BAD_REQUEST"
+	codeUnauthorized         = "UNAUTHORIZED"
+	codeNotFound             = "NOT_FOUND"
+	codeSandboxDestroyed     = "SANDBOX_DESTROYED"
+	codeFileNotFound         = "FILE_NOT_FOUND"
+	codeTimeout              = "TIMEOUT"
+	codeConflict             = "CONFLICT"
+	codeResourceLimit        = "RESOURCE_LIMIT"
+	codeUnavailable          = "UNAVAILABLE"
+	codeUnimplemented        = "UNIMPLEMENTED"          // extension
+	codeMethodNotAllowed     = "METHOD_NOT_ALLOWED"     // extension
+	codeForbidden            = "FORBIDDEN"              // extension: a foreign Origin
+	codeMisdirected          = "MISDIRECTED_REQUEST"    // extension: a foreign Host
+	codeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE" // extension: a body of the wrong type
+	codeInternal             = "INTERNAL_ERROR"
 )
 
 // errMethodNotAllowed marks a request for a known path with a method the
@@ -42,13 +45,17 @@ func (e *errMethodNotAllowed) Error() string {
 
 // errorStatus is the one place that turns an error into an HTTP status and
 // a contract code. Classes come from errdefs; the only other errors it
-// knows are the two HTTP-level ones the API itself raises.
+// knows are the HTTP-level ones the API itself raises (body too large,
+// method not allowed, and the edge's refusals).
 func errorStatus(err error) (int, string) {
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return http.StatusRequestEntityTooLarge, codeResourceLimit
 	}
 	if _, ok := errors.AsType[*errMethodNotAllowed](err); ok {
 		return http.StatusMethodNotAllowed, codeMethodNotAllowed
+	}
+	if e, ok := errors.AsType[*edgeError](err); ok {
+		return e.status, e.code
 	}
 	switch errdefs.Classify(err) {
 	case errdefs.ErrInvalidArgument:

@@ -336,6 +336,7 @@ func TestExecStreamClientDisconnectKillsCommand(t *testing.T) {
 	defer cancel()
 	body := `{"command":"echo $$ > shell.pid; sleep 60 & echo $! > child.pid; echo started; wait","stream":true}`
 	req, _ := http.NewRequestWithContext(ctx, "POST", e.srv.URL+"/api/v1/sandboxes/"+sb.ID+"/exec", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -199,6 +199,7 @@ func TestRawUploadRoundTrip(t *testing.T) {
 
 	// Chunked, so that nothing on the way can rely on a Content-Length.
 	req, _ := http.NewRequest("PUT", e.srv.URL+base+"/raw?path=/workspace/blob.bin&mode=0700", io.MultiReader(bytes.NewReader(data)))
+	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -242,6 +243,7 @@ func TestBodyLimits(t *testing.T) {
 	e.expectJSON(e.call("PUT", base+"/raw?path=/workspace/r", strings.Repeat("y", 8<<10)), http.StatusOK, nil)
 	e.expectError(e.call("PUT", base+"/raw?path=/workspace/r", strings.Repeat("y", 8<<10+1)), http.StatusRequestEntityTooLarge, codeResourceLimit)
 	req, _ := http.NewRequest("PUT", e.srv.URL+base+"/raw?path=/workspace/r2", io.MultiReader(strings.NewReader(strings.Repeat("z", 9<<10))))
+	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -101,9 +101,15 @@ func newRequestID() string {
 }
 
 // withRequestID is the outermost layer: it adopts or mints the request
-// ID and installs the recorder that the later layers share.
+// ID and installs the recorder that the later layers share. Inside a
+// request that has its ID already (a Guard-wrapped handler mounted in the
+// API), it changes nothing.
 func (s *server) withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Context().Value(ctxKey{}).(*reqInfo); ok {
+			next.ServeHTTP(w, r)
+			return
+		}
 		id := r.Header.Get("X-Request-ID")
 		if !validRequestID(id) {
 			id = newRequestID()
@@ -263,12 +269,28 @@ func (s *server) limitFor(k bodyKind) int64 {
 	return s.opts.MaxBodyBytes
 }
 
+// mediaType is the Content-Type a route's body must declare.
+func (k bodyKind) mediaType() string {
+	if k == bodyUpload {
+		return "application/octet-stream"
+	}
+	return "application/json"
+}
+
 // route wraps one route's handler: it records the matched pattern for the
-// access log and metrics, and bounds the request body. A declared
-// Content-Length over the limit is refused before anything is read.
+// access log and metrics, checks the body's declared type (on the methods
+// that carry one), and bounds the request body. A declared Content-Length
+// over the limit is refused before anything is read.
 func (s *server) route(kind bodyKind, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).pattern = r.Pattern
+		switch r.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch:
+			if err := checkBodyType(r, kind.mediaType()); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
 		if limit := s.limitFor(kind); limit > 0 && r.Body != nil && r.Body != http.NoBody {
 			if r.ContentLength > limit {
 				s.writeError(w, r, &http.MaxBytesError{Limit: limit})

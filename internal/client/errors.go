@@ -128,6 +128,12 @@ var codeClasses = map[string]*errdefs.Class{
 	"PROVIDER_UNAVAILABLE": errdefs.ErrProviderUnavailable,
 	"UNIMPLEMENTED":        errdefs.ErrUnimplemented,
 	"NOT_IMPLEMENTED":      errdefs.ErrUnimplemented,
+	// The server's refusals at the HTTP edge: a client that sends these
+	// is misconfigured (a body of the wrong type, a foreign Origin, a
+	// Host name the server does not answer to).
+	"UNSUPPORTED_MEDIA_TYPE": errdefs.ErrInvalidArgument,
+	"MISDIRECTED_REQUEST":    errdefs.ErrInvalidArgument,
+	"FORBIDDEN":              errdefs.ErrUnauthorized,
 }
 
 // classify maps a status and code to a class: a known code wins, then the
@@ -147,7 +153,7 @@ func classify(status int, code string, notFound *errdefs.Class) *errdefs.Class {
 		}
 		return errdefs.ErrNotFound
 	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnsupportedMediaType,
-		http.StatusUnprocessableEntity:
+		http.StatusMisdirectedRequest, http.StatusUnprocessableEntity:
 		return errdefs.ErrInvalidArgument
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return errdefs.ErrUnauthorized

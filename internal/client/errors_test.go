@@ -101,6 +101,21 @@ func TestErrorClassification(t *testing.T) {
 			want: errdefs.ErrUnimplemented,
 		},
 		{
+			name: "UNSUPPORTED_MEDIA_TYPE", status: 415, body: `{"code":"UNSUPPORTED_MEDIA_TYPE","message":"type","request_id":"r"}`,
+			call: func(ctx context.Context, c *Client) error { _, err := c.Spawn(ctx, SpawnRequest{}); return err },
+			want: errdefs.ErrInvalidArgument,
+		},
+		{
+			name: "MISDIRECTED_REQUEST", status: 421, body: `{"code":"MISDIRECTED_REQUEST","message":"host","request_id":"r"}`,
+			call: func(ctx context.Context, c *Client) error { _, err := c.List(ctx, ListOptions{}); return err },
+			want: errdefs.ErrInvalidArgument,
+		},
+		{
+			name: "FORBIDDEN", status: 403, body: `{"code":"FORBIDDEN","message":"origin","request_id":"r"}`,
+			call: func(ctx context.Context, c *Client) error { _, err := c.Spawn(ctx, SpawnRequest{}); return err },
+			want: errdefs.ErrUnauthorized,
+		},
+		{
 			name: "INTERNAL_ERROR is unclassified", status: 500, body: `{"code":"INTERNAL_ERROR","message":"x","request_id":"r"}`,
 			call: func(ctx context.Context, c *Client) error { _, err := c.Snapshots(ctx); return err },
 			want: nil,

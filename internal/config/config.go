@@ -37,8 +37,14 @@ type ServerConfig struct {
 	Listen string `yaml:"listen"`
 	// APIKey, when set, is required in X-API-Key on every /api/v1 route
 	// but the health check.
-	APIKey      string   `yaml:"api_key" secret:"true"`
+	APIKey string `yaml:"api_key" secret:"true"`
+	// CORSOrigins are the browser origins (or "*") whose pages may use
+	// the API; the server's own origin always may.
 	CORSOrigins []string `yaml:"cors_origins"`
+	// AllowedHosts are the Host names (or host:port, or "*") the server
+	// answers to besides loopback and the address a request arrives on:
+	// the DNS-rebinding defence (docs/security.md).
+	AllowedHosts []string `yaml:"allowed_hosts"`
 	// MaxBodyBytes bounds JSON request bodies other than file writes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxFileBytes bounds a file written through JSON (POST .../files).

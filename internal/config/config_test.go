@@ -82,6 +82,7 @@ func TestDefaults(t *testing.T) {
 		"server.listen":                "127.0.0.1:7423",
 		"server.api_key":               "",
 		"server.cors_origins":          "",
+		"server.allowed_hosts":         "",
 		"server.max_body_bytes":        "1048576",
 		"server.max_file_bytes":        "67108864",
 		"server.max_upload_bytes":      "0",
@@ -259,6 +260,7 @@ server:
   listen: 0.0.0.0:8080
   api_key: s3cret
   cors_origins: [https://app.example.com, "*"]
+  allowed_hosts: [sandbox.example.com]
   max_body_bytes: 2097152
   max_file_bytes: 1024
   max_upload_bytes: 0
@@ -318,7 +320,7 @@ func TestLoadFullFile(t *testing.T) {
 	}
 	want := &Config{
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
-			MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second},
+			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second},
 		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite"},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
@@ -660,6 +662,10 @@ func TestValidate(t *testing.T) {
 		{"cors wildcard", map[string]string{"server.cors_origins": "*,http://localhost:3000"}, ""},
 		{"cors with path", map[string]string{"server.cors_origins": "https://a.example/app"}, "server.cors_origins"},
 		{"cors without scheme", map[string]string{"server.cors_origins": "a.example"}, "server.cors_origins"},
+		{"allowed hosts", map[string]string{"server.allowed_hosts": "*,sandbox.example.com,localhost:8080,[::1]:9000,10.0.0.5,::1"}, ""},
+		{"allowed host as origin", map[string]string{"server.allowed_hosts": "https://a.example"}, "server.allowed_hosts"},
+		{"allowed host bad port", map[string]string{"server.allowed_hosts": "a.example:http"}, "server.allowed_hosts"},
+		{"allowed host pattern", map[string]string{"server.allowed_hosts": "*.example.com"}, "server.allowed_hosts"},
 		{"zero body limit", map[string]string{"server.max_body_bytes": "0"}, "server.max_body_bytes"},
 		{"negative file limit", map[string]string{"server.max_file_bytes": "-1"}, "server.max_file_bytes"},
 		{"negative upload limit", map[string]string{"server.max_upload_bytes": "-1"}, "server.max_upload_bytes"},

@@ -31,6 +31,9 @@ func (c *Config) Validate() error {
 	for _, o := range s.CORSOrigins {
 		v.check(validOrigin(o), "server.cors_origins", "%q is neither * nor an origin like https://app.example.com", o)
 	}
+	for _, h := range s.AllowedHosts {
+		v.check(validAllowedHost(h), "server.allowed_hosts", "%q is neither * nor a host name or host:port like sandbox.example.com", h)
+	}
 	v.positive("server.max_body_bytes", s.MaxBodyBytes)
 	v.positive("server.max_file_bytes", s.MaxFileBytes)
 	v.notNegative("server.max_upload_bytes", s.MaxUploadBytes)
@@ -126,6 +129,30 @@ func validListen(addr string) bool {
 	}
 	_, err = strconv.ParseUint(port, 10, 16)
 	return err == nil
+}
+
+// validAllowedHost accepts "*", a host name or IP address, or either with
+// a port, as a Host header carries them ("[::1]:7423" for IPv6 with a port).
+func validAllowedHost(h string) bool {
+	if h == "*" {
+		return true
+	}
+	host := h
+	if hh, port, err := net.SplitHostPort(h); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return false
+		}
+		host = hh
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		host = h[1 : len(h)-1]
+	}
+	if host == "" || strings.ContainsAny(host, " /*@?#") {
+		return false
+	}
+	if strings.Contains(host, ":") {
+		return net.ParseIP(host) != nil // IPv6: a literal
+	}
+	return true
 }
 
 // validOrigin accepts "*" or scheme://host[:port], as browsers send Origin.

@@ -79,6 +79,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	handler := api.New(m, api.Options{
 		APIKey:          cfg.Server.APIKey,
 		CORSOrigins:     cfg.Server.CORSOrigins,
+		AllowedHosts:    cfg.Server.AllowedHosts,
 		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
 		MaxFileBytes:    cfg.Server.MaxFileBytes,
 		MaxUploadBytes:  cfg.Server.MaxUploadBytes,
