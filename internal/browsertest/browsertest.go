@@ -156,7 +156,8 @@ func networkRules(hosts map[string]string) (rules, bypass string, err error) {
 		r = append(r, "MAP "+name+" "+addr)
 		b = append(b, name)
 	}
-	r = append(r, "MAP * ~NOTFOUND", "EXCLUDE localhost")
+	// The catch-all applies to IP literals too: loopback stays reachable.
+	r = append(r, "MAP * ~NOTFOUND", "EXCLUDE localhost", "EXCLUDE 127.0.0.1", "EXCLUDE [::1]")
 	return strings.Join(r, ", "), strings.Join(b, ";"), nil
 }
 

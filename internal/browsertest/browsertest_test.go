@@ -16,7 +16,7 @@ func TestNetworkRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "MAP b.example ::1, MAP evil.example 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost"; rules != want {
+	if want := "MAP b.example ::1, MAP evil.example 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"; rules != want {
 		t.Errorf("rules = %q, want %q", rules, want)
 	}
 	if !strings.Contains(bypass, "evil.example") || !strings.HasPrefix(bypass, "<-loopback>") {
@@ -56,7 +56,14 @@ func TestBrowser(t *testing.T) {
 	if got := <-hosts; got != "evil.example:"+port {
 		t.Errorf("server saw Host %q", got)
 	}
-	text, err := Eval[string](ctx, `fetch("/again").then(r => r.text())`)
+	// Loopback by address stays reachable, and the server sees that Host.
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-hosts; got != srv.Listener.Addr().String() {
+		t.Errorf("server saw Host %q", got)
+	}
+	text, err := Eval[string](ctx, `fetch("http://evil.example:`+port+`/again").then(r => r.text())`)
 	if err != nil {
 		t.Fatal(err)
 	}
