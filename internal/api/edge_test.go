@@ -40,7 +40,7 @@ func TestEdgeContentType(t *testing.T) {
 	before := e.count()
 	for _, tc := range []struct {
 		name, method, path, ctype, body string
-		status                           int
+		status                          int
 	}{
 		{"text/plain JSON", "POST", "/api/v1/sandboxes", "text/plain", `{}`, 415},
 		{"text/plain with charset", "POST", "/api/v1/sandboxes", "text/plain;charset=UTF-8", `{"image":"x"}`, 415},
