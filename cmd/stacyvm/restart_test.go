@@ -73,6 +73,9 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 			rd = bytes.NewReader(b)
 		}
 		req, _ := http.NewRequest(method, s.base+"/api/v1"+path, rd)
+		if rd != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v\n%s", method, path, err, s.logs.String())
