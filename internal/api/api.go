@@ -33,6 +33,9 @@ type Options struct {
 	MaxFileBytes int64
 	// MaxUploadBytes bounds raw uploads to PUT …/files/raw; 0 means no limit.
 	MaxUploadBytes int64
+	// HostPaths are the server's own directories and files (data, state,
+	// images, sockets, binaries): no message a client sees shows them.
+	HostPaths []string
 	// Logger receives the access log and failures (default slog.Default()).
 	Logger *slog.Logger
 	// Version is reported by GET /api/v1/health.
@@ -61,10 +64,11 @@ const (
 )
 
 type server struct {
-	m    *orchestrator.Manager
-	opts Options
-	log  *slog.Logger
-	mux  *http.ServeMux
+	m        *orchestrator.Manager
+	opts     Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	scrubber *scrubber
 }
 
 // routeSpec is one row of the route table. The OpenAPI document and this
@@ -93,7 +97,7 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &server{m: m, opts: opts, log: opts.Logger}
+	s := &server{m: m, opts: opts, log: opts.Logger, scrubber: newScrubber(opts.HostPaths)}
 	s.mux = s.newMux()
 	// The order is fixed: the request ID first so that everything after it
 	// can log and report it; recovery around everything that can panic;

@@ -76,9 +76,12 @@ func newEnv(t testing.TB, options ...envOption) *testEnv {
 	met := metrics.New(nil)
 	cfg := orchestrator.Config{DefaultImage: "test-image", Observer: met}
 	opts := Options{
-		Version: "v-test",
-		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Metrics: met,
+		// The server lists its own directories (internal/server's
+		// hostPaths); here everything lives under the test's directory.
+		HostPaths: []string{dir},
+		Version:   "v-test",
+		Logger:    slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics:   met,
 	}
 	setup := &envSetup{cfg: cfg, opts: opts, reg: reg, dir: dir}
 	for _, o := range options {

@@ -106,10 +106,12 @@ var genericMessages = map[string]string{
 }
 
 // describe builds the body for err and logs it at a level that matches
-// who is at fault. The real error of a 500 only ever reaches the log.
+// who is at fault. The real error of a 500 only ever reaches the log. It is
+// the only way an error reaches a client (error bodies, stream and
+// WebSocket error frames), and it scrubs host paths (scrub.go).
 func (s *server) describe(ctx context.Context, err error) (int, errorBody) {
 	status, code := errorStatus(err)
-	body := errorBody{Code: code, RequestID: requestID(ctx), Hint: errdefs.Hint(err)}
+	body := errorBody{Code: code, RequestID: requestID(ctx), Hint: s.scrub(errdefs.Hint(err))}
 	switch {
 	case status == http.StatusInternalServerError:
 		body.Message = "internal error; quote request id " + body.RequestID + " when reporting it"
@@ -117,7 +119,9 @@ func (s *server) describe(ctx context.Context, err error) (int, errorBody) {
 	case carriesHostPath(err):
 		body.Message = genericMessages[code]
 	default:
-		body.Message = err.Error()
+		// The type may be gone (a recorded error quoted in a message):
+		// the text is scrubbed too.
+		body.Message = s.scrub(err.Error())
 	}
 	level := slog.LevelDebug
 	switch {

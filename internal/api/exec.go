@@ -285,7 +285,7 @@ func (s *server) execWebSocket(w http.ResponseWriter, r *http.Request) {
 	_, msg, err := c.Read(rctx)
 	cancel()
 	if err != nil {
-		_ = c.Close(websocket.StatusPolicyViolation, "expected the exec request as the first message")
+		_ = s.closeWS(c, websocket.StatusPolicyViolation, "expected the exec request as the first message")
 		return
 	}
 	sink := &wsSink{ctx: ctx, c: c}
@@ -298,7 +298,7 @@ func (s *server) execWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status, body := s.describe(ctx, err)
 		_ = sink.send(errorFrame{Type: "error", errorBody: body})
-		_ = c.Close(websocket.StatusCode(4000+status), body.Code)
+		_ = s.closeWS(c, websocket.StatusCode(4000+status), body.Code)
 		return
 	}
 	// From here on the connection is only written; CloseRead answers
@@ -307,10 +307,16 @@ func (s *server) execWebSocket(w http.ResponseWriter, r *http.Request) {
 	ctx = c.CloseRead(ctx)
 	sink.ctx = ctx
 	if status := s.runStream(ctx, id, req, sink); status != 0 {
-		_ = c.Close(websocket.StatusCode(4000+status), "")
+		_ = s.closeWS(c, websocket.StatusCode(4000+status), "")
 		return
 	}
-	_ = c.Close(websocket.StatusNormalClosure, "")
+	_ = s.closeWS(c, websocket.StatusNormalClosure, "")
+}
+
+// closeWS closes a WebSocket with a reason the client sees, scrubbed like
+// every other message.
+func (s *server) closeWS(c *websocket.Conn, code websocket.StatusCode, reason string) error {
+	return c.Close(code, s.scrub(reason))
 }
 
 // headerHasToken reports whether a comma-separated header holds token,

@@ -13,15 +13,15 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
-func providerOut(ps orchestrator.ProviderStatus) providerJSON {
-	return providerJSON{Name: ps.Name, Healthy: ps.Healthy, Default: ps.Default, Capabilities: ps.Capabilities, Problem: ps.Problem}
+func (s *server) providerOut(ps orchestrator.ProviderStatus) providerJSON {
+	return providerJSON{Name: ps.Name, Healthy: ps.Healthy, Default: ps.Default, Capabilities: ps.Capabilities, Problem: s.scrub(ps.Problem)}
 }
 
 func (s *server) listProviders(w http.ResponseWriter, r *http.Request) {
 	list := s.m.Providers(r.Context())
 	out := make([]providerJSON, 0, len(list))
 	for _, ps := range list {
-		out = append(out, providerOut(ps))
+		out = append(out, s.providerOut(ps))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -36,7 +36,7 @@ func (s *server) getProvider(w http.ResponseWriter, r *http.Request) {
 	if cfg == nil {
 		cfg = map[string]any{}
 	}
-	writeJSON(w, http.StatusOK, providerDetailJSON{providerJSON: providerOut(ps), SandboxCount: ps.SandboxCount, Config: cfg})
+	writeJSON(w, http.StatusOK, providerDetailJSON{providerJSON: s.providerOut(ps), SandboxCount: ps.SandboxCount, Config: cfg})
 }
 
 func (s *server) testProviders(w http.ResponseWriter, r *http.Request) {
@@ -175,6 +175,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
+			e.Data = s.scrubData(e.Data)
 			data, err := json.Marshal(e)
 			if err != nil {
 				s.log.Error("encode event", "err", err)

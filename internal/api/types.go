@@ -66,7 +66,7 @@ func (s *server) sandboxOut(sb store.Sandbox) sandboxJSON {
 		out.PreviewDomain = sb.ID + "." + s.opts.PreviewDomain
 	}
 	if sb.State == string(provider.StateError) {
-		out.Error = sb.LastError
+		out.Error = s.scrub(sb.LastError)
 	}
 	return out
 }

@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/api"
@@ -80,6 +83,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		APIKey:          cfg.Server.APIKey,
 		CORSOrigins:     cfg.Server.CORSOrigins,
 		AllowedHosts:    cfg.Server.AllowedHosts,
+		HostPaths:       hostPaths(cfg),
 		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
 		MaxFileBytes:    cfg.Server.MaxFileBytes,
 		MaxUploadBytes:  cfg.Server.MaxUploadBytes,
@@ -163,4 +167,40 @@ func announce(ctx context.Context, reg *provider.Registry, log *slog.Logger) {
 		log.Warn("!!! "+msg+" !!!", "provider", p.Name(),
 			"fix", "install Docker (or proot) and run `stacyvm doctor` to see what is missing")
 	}
+}
+
+// hostPaths lists the server's own files and directories, which no
+// message to a client may show: the database, provider state and images,
+// binaries, the Docker socket.
+func hostPaths(cfg *config.Config) []string {
+	var out []string
+	add := func(p string) {
+		if p == "" {
+			return
+		}
+		if abs, err := filepath.Abs(p); err == nil {
+			out = append(out, abs)
+		}
+	}
+	add(cfg.Store.Path)
+	add(filepath.Dir(cfg.Store.Path))
+	add(cfg.Mock.Dir)
+	add(cfg.Proot.ImagesDir)
+	add(cfg.Proot.StateDir)
+	add(cfg.Firecracker.StateDir)
+	add(cfg.Firecracker.Kernel)
+	add(cfg.Docker.AgentPath)
+	for _, bin := range []string{cfg.Proot.Binary, cfg.Firecracker.Binary, cfg.Firecracker.Jailer} {
+		if filepath.IsAbs(bin) {
+			add(bin)
+		}
+	}
+	if u, err := url.Parse(cfg.Docker.Host); err == nil && u.Scheme == "unix" {
+		add(u.Path)
+	}
+	if exe, err := os.Executable(); err == nil {
+		add(exe)
+		add(filepath.Join(filepath.Dir(exe), "stacyvm-agent")) // docker.agent_path's default
+	}
+	return out
 }

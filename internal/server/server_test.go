@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,5 +228,26 @@ func TestMockNeverImplicit(t *testing.T) {
 	cfg.Provider.Default = "mock"
 	if !MockNamed(cfg) {
 		t.Error("provider.default: mock must load the mock")
+	}
+}
+
+// TestHostPaths: the API learns the server's own files and directories,
+// so that no message shows them.
+func TestHostPaths(t *testing.T) {
+	cfg := config.Default()
+	dir := t.TempDir()
+	cfg.Store.Path = filepath.Join(dir, "db", "stacyvm.db")
+	cfg.Mock.Dir = filepath.Join(dir, "mock")
+	cfg.Proot.StateDir = filepath.Join(dir, "proot")
+	cfg.Docker.Host = "unix:///srv/run/docker.sock"
+	cfg.Proot.Binary = "proot" // looked up on PATH: not a path of ours
+	got := hostPaths(cfg)
+	for _, want := range []string{cfg.Store.Path, filepath.Dir(cfg.Store.Path), cfg.Mock.Dir, cfg.Proot.StateDir, "/srv/run/docker.sock"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("hostPaths lacks %s: %v", want, got)
+		}
+	}
+	if slices.Contains(got, "proot") {
+		t.Errorf("hostPaths lists a bare command name: %v", got)
 	}
 }
