@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -29,10 +30,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // wrong types, trailing data and malformed JSON are all ErrInvalidArgument
 // with the offending field named. An empty body leaves v untouched when
 // optional, and is an error otherwise.
+//
+// Two things the decoder lets through are refused too: invalid UTF-8
+// (which it would silently turn into U+FFFD, writing a file under a name
+// nobody sent) and NUL bytes in any string but a file's content (no path,
+// argument, environment entry or name can hold one; a store or runtime
+// would cut it short or fail on it).
 func decodeJSON(r io.Reader, v any, optional bool) error {
-	dec := json.NewDecoder(r)
+	dec := json.NewDecoder(&utf8Reader{r: r})
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
+	if err == nil {
+		err = noNUL(reflect.ValueOf(v), "")
+	}
 	if errors.Is(err, io.EOF) {
 		if optional {
 			return nil
@@ -52,6 +62,108 @@ func decodeJSON(r io.Reader, v any, optional bool) error {
 		return nil
 	}
 	return decodeError(err, v)
+}
+
+// utf8Reader passes bytes through and fails once they stop being valid
+// UTF-8, including a rune cut short at the end.
+type utf8Reader struct {
+	r    io.Reader
+	tail []byte // the start of a rune that the last read split
+	off  int64
+}
+
+func (u *utf8Reader) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	chunk := p[:n]
+	i := 0
+	for len(u.tail) > 0 && i < len(chunk) {
+		u.tail = append(u.tail, chunk[i])
+		i++
+		if utf8.FullRune(u.tail) {
+			if !utf8.Valid(u.tail) {
+				return 0, u.invalid()
+			}
+			u.tail = u.tail[:0]
+		}
+	}
+	rest := chunk[i:]
+	cut := completeUTF8(rest)
+	if !utf8.Valid(rest[:cut]) {
+		return 0, u.invalid()
+	}
+	u.tail = append(u.tail, rest[cut:]...)
+	u.off += int64(n)
+	if errors.Is(err, io.EOF) && len(u.tail) > 0 {
+		return 0, u.invalid()
+	}
+	return n, err
+}
+
+func (u *utf8Reader) invalid() error {
+	return errdefs.New(errdefs.ErrInvalidArgument, "the request body is not valid UTF-8 (near byte %d)", u.off)
+}
+
+// noNUL refuses a NUL byte in any string reachable from v, map keys
+// included, except in a file's content; field names the offender.
+func noNUL(v reflect.Value, field string) error {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return noNUL(v.Elem(), field)
+	case reflect.String:
+		if strings.IndexByte(v.String(), 0) >= 0 {
+			return errdefs.New(errdefs.ErrInvalidArgument, "field %q holds a NUL byte", field)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			if name == "content" {
+				continue // file content is bytes: anything goes
+			}
+			if err := noNUL(v.Field(i), name); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			if err := noNUL(v.Index(i), field); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if err := noNUL(it.Key(), field); err != nil {
+				return err
+			}
+			if err := noNUL(it.Value(), field); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkQuery refuses query parameters that are not valid UTF-8 or hold a
+// NUL byte: they name paths, patterns and filters, and none can.
+func checkQuery(r *http.Request) error {
+	for name, vs := range r.URL.Query() {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+				return errdefs.New(errdefs.ErrInvalidArgument, "query parameter %s is not valid UTF-8 or holds a NUL byte", strconv.Quote(name))
+			}
+		}
+	}
+	return nil
 }
 
 // decodeError classifies a json.Decoder error.

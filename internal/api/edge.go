@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"log/slog"
 	"mime"
 	"net"
@@ -60,6 +61,28 @@ func errMediaType(got string, want string) error {
 		"send the header Content-Type: " + want}
 }
 
+// maxHeaderBytes bounds a request's headers, names and values together. The
+// http.Server refuses more than its MaxHeaderBytes (1 MiB by default) on
+// its own, in plain text; below that the refusal is the JSON error body.
+// Nothing legitimate comes close: the largest header a client sends is an
+// API key or a request ID.
+const maxHeaderBytes = 64 << 10
+
+func errHeadersTooLarge(n int) error {
+	return &edgeError{http.StatusRequestHeaderFieldsTooLarge, codeResourceLimit,
+		fmt.Sprintf("request headers are %d bytes, over the limit of %d", n, maxHeaderBytes), ""}
+}
+
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // ": " and CRLF
+		}
+	}
+	return n
+}
+
 // GuardOptions configures Guard.
 type GuardOptions struct {
 	// AllowedHosts are the Host names (or host:port) accepted besides
@@ -99,11 +122,15 @@ func Guard(next http.Handler, opts GuardOptions) http.Handler {
 	return s.withRequestID(s.withEdge(h))
 }
 
-// withEdge refuses foreign Host names and, on state-changing requests and
-// WebSocket upgrades, foreign origins. It runs for every path, before CORS
+// withEdge refuses oversized headers, foreign Host names and, on
+// state-changing requests and WebSocket upgrades, foreign origins. It runs for every path, before CORS
 // preflights and auth.
 func (s *server) withEdge(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := headerBytes(r.Header); n > maxHeaderBytes {
+			s.writeError(w, r, errHeadersTooLarge(n))
+			return
+		}
 		if !s.hostAllowed(r) {
 			s.writeError(w, r, errMisdirected(r.Host))
 			return

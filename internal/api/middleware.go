@@ -291,6 +291,10 @@ func (s *server) route(kind bodyKind, h http.HandlerFunc) http.Handler {
 				return
 			}
 		}
+		if err := checkQuery(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		if limit := s.limitFor(kind); limit > 0 && r.Body != nil && r.Body != http.NoBody {
 			if r.ContentLength > limit {
 				s.writeError(w, r, &http.MaxBytesError{Limit: limit})

@@ -326,17 +326,29 @@ func applyTemplate(req SpawnRequest, t store.Template) SpawnRequest {
 	return req
 }
 
+// Sanity bounds on requested resources, far above any real machine: they
+// keep a hostile number from overflowing a runtime's arithmetic (MiB to
+// bytes, seconds to a Duration) into a negative or tiny limit.
+const (
+	MaxMemoryMB   = 1 << 22 // 4 TiB
+	MaxVCPUs      = 1024
+	MaxDiskMB     = 1 << 30 // 1 PiB
+	MaxOwnerIDLen = 256
+)
+
 func (m *Manager) validateSpawn(req SpawnRequest) error {
 	switch {
 	case req.Image == "":
 		return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "image is required"),
 			"pass an image (or a template), or configure sandbox.default_image")
-	case req.MemoryMB < 0:
-		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must not be negative")
-	case req.VCPUs < 0:
-		return errdefs.New(errdefs.ErrInvalidArgument, "vcpus must not be negative")
-	case req.DiskMB < 0:
-		return errdefs.New(errdefs.ErrInvalidArgument, "disk_mb must not be negative")
+	case req.MemoryMB < 0 || req.MemoryMB > MaxMemoryMB:
+		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must be from 0 (the default) to %d, not %d", MaxMemoryMB, req.MemoryMB)
+	case req.VCPUs < 0 || req.VCPUs > MaxVCPUs:
+		return errdefs.New(errdefs.ErrInvalidArgument, "vcpus must be from 0 (the default) to %d, not %d", MaxVCPUs, req.VCPUs)
+	case req.DiskMB < 0 || req.DiskMB > MaxDiskMB:
+		return errdefs.New(errdefs.ErrInvalidArgument, "disk_mb must be from 0 (none) to %d, not %d", MaxDiskMB, req.DiskMB)
+	case len(req.OwnerID) > MaxOwnerIDLen:
+		return errdefs.New(errdefs.ErrInvalidArgument, "owner_id is %d bytes, over the limit of %d", len(req.OwnerID), MaxOwnerIDLen)
 	case req.TTL < 0:
 		return errdefs.New(errdefs.ErrInvalidArgument, "ttl must be positive")
 	case req.TTL > m.cfg.MaxTTL:

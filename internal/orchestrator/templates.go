@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
@@ -21,12 +22,16 @@ func (m *Manager) validateTemplate(t store.Template) error {
 			"name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)", t.Name)
 	case t.Image == "":
 		return errdefs.New(errdefs.ErrInvalidArgument, "image is required")
-	case t.MemoryMB < 0:
-		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must not be negative")
-	case t.CPUCores < 0:
-		return errdefs.New(errdefs.ErrInvalidArgument, "cpu_cores must not be negative")
+	case t.MemoryMB < 0 || t.MemoryMB > MaxMemoryMB:
+		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must be from 0 (the default) to %d, not %d", MaxMemoryMB, t.MemoryMB)
+	case t.CPUCores < 0 || t.CPUCores > MaxVCPUs:
+		return errdefs.New(errdefs.ErrInvalidArgument, "cpu_cores must be from 0 (the default) to %d, not %d", MaxVCPUs, t.CPUCores)
 	case t.TTLSeconds < 0:
 		return errdefs.New(errdefs.ErrInvalidArgument, "ttl_seconds must not be negative")
+	case int64(t.TTLSeconds) > int64(m.cfg.MaxTTL/time.Second):
+		// Checked here, not at spawn: seconds past the maximum would
+		// overflow a Duration into a wrong (even negative) TTL.
+		return errdefs.New(errdefs.ErrInvalidArgument, "ttl_seconds %d exceeds the maximum of %d (%s)", t.TTLSeconds, int64(m.cfg.MaxTTL/time.Second), m.cfg.MaxTTL)
 	case t.PoolSize < 0:
 		return errdefs.New(errdefs.ErrInvalidArgument, "pool_size must not be negative")
 	}
