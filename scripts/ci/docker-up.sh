@@ -17,7 +17,7 @@ STATE=${STACYVM_CI_STATE:-/tmp/stacyvm-ci}
 CACHE=${STACYVM_CACHE:-/var/cache/stacyvm}
 REGISTRY=${STACYVM_REGISTRY:-127.0.0.1:5000}
 RUNSC=/usr/local/sbin/runsc
-RUNSC_VERSION=v0.0.0-20260527191743-a81fd9dd382e
+HERE=$(cd "$(dirname "$0")" && pwd)
 # Debian's docker CLI matches the daemon's API (1.41); a newer CLI earlier on
 # PATH would work too, but pinning avoids surprises.
 DOCKER=/usr/bin/docker
@@ -52,15 +52,9 @@ install_packages() {
 		{ tail -20 "$STATE/apt.log" >&2; return 1; }
 }
 
-# gVisor from source: Debian's 2022 runsc package has no networking on this
-# kernel. The build is ~3.5 min cold and then cached in GOBIN.
-build_runsc() {
-	[ -x "$RUNSC" ] && return 0
-	echo "docker-up: building runsc (takes a few minutes the first time)"
-	(cd / && GOBIN=/usr/local/sbin CGO_ENABLED=0 \
-		go install "gvisor.dev/gvisor/runsc@$RUNSC_VERSION") >"$CACHE/runsc-build.log" 2>&1 ||
-		{ tail -20 "$CACHE/runsc-build.log" >&2; return 1; }
-}
+# gVisor's runsc is built from source by runsc-build.sh, in the background
+# while the other steps run; only its smoke test waits for it.
+wait_runsc() { "$HERE/runsc-build.sh" wait; }
 
 # crun refuses to start containers under cgroup v1 unless a hugetlb hierarchy
 # is mounted, and this host does not mount one.
@@ -194,8 +188,10 @@ smoke() {
 }
 
 T0=$(now_ms)
+# dockerd does not look at a runtime's binary before a container uses it, so
+# everything but the runsc smoke test can go ahead while runsc builds.
+"$HERE/runsc-build.sh" start
 step apt-packages install_packages
-step runsc-build build_runsc
 step hugetlb-mount mount_hugetlb
 step daemon-json write_daemon_json
 step dockerd start_dockerd
@@ -204,8 +200,9 @@ if [ "${STACYVM_SKIP_DEBIAN:-}" != 1 ]; then
 	step image-debian build_debian_image
 fi
 step registry start_registry
-for rt in runc crun runsc; do
-	step "smoke-$rt" smoke "$rt"
-done
+step smoke-runc smoke runc
+step smoke-crun smoke crun
+step runsc-build wait_runsc
+step smoke-runsc smoke runsc
 printf 'docker-up: %-22s %6d ms\n' total $(($(now_ms) - T0))
 echo "docker-up: ready (dockerd pid $(cat "$STATE/dockerd.pid" 2>/dev/null || echo '?'), registry $REGISTRY)"
