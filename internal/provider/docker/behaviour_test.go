@@ -322,6 +322,33 @@ func TestListIsolatedByName(t *testing.T) {
 	}
 }
 
+// TestListIsolatedByTestRun: a provider lists the containers of its own
+// test run only, and a server's provider (no test label) none of a test's:
+// a server restarting next to running tests must not adopt their sandboxes,
+// nor sweep their half-made ones.
+func TestListIsolatedByTestRun(t *testing.T) {
+	a := newProvider(t, "runc")
+	server := newProvider(t, "runc", func(c *Config) { c.Labels = nil })
+	other := newProvider(t, "runc", func(c *Config) { c.Labels = map[string]string{LabelTest: "another-run"} })
+	id := spawn(t, a, provider.Spec{}).ID
+	has := func(p *Provider) bool {
+		list, err := p.List(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(list, func(in provider.Info) bool { return in.ID == id })
+	}
+	if !has(a) {
+		t.Error("the test run's own provider does not list its sandbox")
+	}
+	if has(server) {
+		t.Error("a provider without a test label lists a test's sandbox")
+	}
+	if has(other) {
+		t.Error("another test run's provider lists this run's sandbox")
+	}
+}
+
 // TestContainerGoneBehindOurBack: removed or stopped outside StacyVM, the
 // sandbox reads as gone or not running, never as an unreachable agent.
 func TestContainerGoneBehindOurBack(t *testing.T) {

@@ -689,6 +689,9 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 }
 
 // List returns every container this provider created, running or not.
+// Containers of a test run (label stacyvm.test) are listed only by the
+// providers of that run, so that a server sharing dockerd with tests never
+// adopts or sweeps their containers, nor a test a server's.
 func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 	res, err := p.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
@@ -699,7 +702,7 @@ func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 	}
 	out := make([]provider.Info, 0, len(res.Items))
 	for _, c := range res.Items {
-		if checkID(c.Labels[LabelID]) != nil {
+		if checkID(c.Labels[LabelID]) != nil || c.Labels[LabelTest] != p.cfg.Labels[LabelTest] {
 			continue
 		}
 		info := infoFromLabels(c.Labels, c.ID, time.Unix(c.Created, 0))
