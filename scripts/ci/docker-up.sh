@@ -38,7 +38,8 @@ step() {
 # Steps run with errexit in force (calling them from an || list would turn it
 # off inside them); a failing one is named on the way out.
 CURRENT=
-trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$CURRENT" ]; then echo "docker-up: step $CURRENT FAILED (exit $rc)" >&2; fi' EXIT
+# A failed run leaves no runsc build behind in the background.
+trap 'rc=$?; if [ $rc -ne 0 ]; then [ -z "$CURRENT" ] || echo "docker-up: step $CURRENT FAILED (exit $rc)" >&2; "$HERE/runsc-build.sh" stop; fi' EXIT
 
 install_packages() {
 	local want=(docker.io containerd runc crun iptables debootstrap docker-registry busybox-static) missing=()
