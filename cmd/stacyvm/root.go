@@ -148,6 +148,7 @@ with --api-key (env ` + envAPIKey + `).`,
 	root.AddCommand(
 		a.spawnCmd(), a.lsCmd(), a.getCmd(), a.killCmd(), a.extendCmd(), a.logsCmd(), a.pruneCmd(),
 		a.execCmd(),
+		a.mcpCmd(),
 		a.filesCmd(),
 		a.templatesCmd(),
 		a.providersCmd(),

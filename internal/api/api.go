@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/docs"
+	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 )
@@ -55,6 +56,9 @@ type Options struct {
 	// their own, and a graceful shutdown must not wait for them (requests
 	// such as exec drain normally).
 	ShuttingDown <-chan struct{}
+	// MCP, when set, serves the Model Context Protocol (streamable HTTP)
+	// at POST /mcp, behind the same middleware as every other route.
+	MCP http.Handler
 }
 
 const (
@@ -165,6 +169,9 @@ func (s *server) routes() []routeSpec {
 		{"GET", v1 + "/openapi.yaml", bodyJSON, s.openAPI},
 
 		{"GET", "/metrics", bodyJSON, s.prometheus},
+
+		// MCP tool calls carry file contents, so they get the file limit.
+		{"POST", "/mcp", bodyFile, s.mcp},
 	}
 }
 
@@ -172,4 +179,13 @@ func (s *server) routes() []routeSpec {
 func (s *server) openAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/yaml")
 	_, _ = w.Write(docs.OpenAPI)
+}
+
+// mcp hands the request to the MCP handler, when the server has one.
+func (s *server) mcp(w http.ResponseWriter, r *http.Request) {
+	if s.opts.MCP == nil {
+		s.writeError(w, r, errdefs.New(errdefs.ErrNotFound, "this server does not serve MCP"))
+		return
+	}
+	s.opts.MCP.ServeHTTP(w, r)
 }

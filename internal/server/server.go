@@ -18,6 +18,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/api"
 	"github.com/stacyvm/stacyvm/internal/config"
+	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -92,6 +93,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		ProviderConfigs: providerConfigs(cfg),
 		Metrics:         met,
 		ShuttingDown:    shuttingDown,
+		MCP:             mcp.Handler(mcp.NewServer(mcp.FromManager(m), version.String())),
 	})
 	srv := &http.Server{
 		Handler: handler,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/api"
 	"github.com/stacyvm/stacyvm/internal/client"
+	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/mock"
@@ -80,7 +81,8 @@ func Start(t testing.TB) *Env {
 	if _, err := e.Manager.Reconcile(ctx); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}
-	srv := httptest.NewServer(api.New(e.Manager, api.Options{APIKey: APIKey, Version: Version, Logger: quiet}))
+	srv := httptest.NewServer(api.New(e.Manager, api.Options{APIKey: APIKey, Version: Version, Logger: quiet,
+		MCP: mcp.Handler(mcp.NewServer(mcp.FromManager(e.Manager), Version))}))
 	// Destroy what a test left running: mock sandboxes are host processes.
 	t.Cleanup(func() {
 		srv.Close()
