@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -358,15 +359,34 @@ func (ct *crashTest) containers() map[string]string {
 
 // createdOrphan makes what a server killed between a container's create
 // and its start leaves when it had no record yet: a never-started
-// container with the provider's labels. The next start must remove it.
+// container with the labels the server gives its containers (copied from
+// one of its live sandboxes, so that whatever marks the server's own
+// containers is there too). The next start must remove it.
 func (ct *crashTest) createdOrphan() string {
+	t := ct.t
+	t.Helper()
 	id := "sb-" + randHex(12)
-	out, err := exec.Command("docker", "create", "--name", "stacyvm-"+id,
-		"--label", "stacyvm.provider=docker", "--label", "stacyvm.sandbox-id="+id,
-		"--label", "stacyvm.image="+ct.image, "--label", "stacyvm.meta.crashtest="+ct.run,
-		"--network", "none", ct.image, "true").CombinedOutput()
-	if err != nil {
-		ct.t.Fatalf("docker create: %v\n%s", err, out)
+	labels := map[string]string{"stacyvm.provider": "docker", "stacyvm.meta.crashtest": ct.run}
+	for live, state := range ct.containers() {
+		if state != "running" {
+			continue
+		}
+		out, err := exec.Command("docker", "inspect", "--format", "{{json .Config.Labels}}", "stacyvm-"+live).Output()
+		if err != nil {
+			continue // destroyed meanwhile
+		}
+		if err := json.Unmarshal(out, &labels); err != nil {
+			t.Fatalf("labels of %s: %v", live, err)
+		}
+		break
+	}
+	labels["stacyvm.sandbox-id"] = id
+	args := []string{"create", "--name", "stacyvm-" + id, "--network", "none"}
+	for k, v := range labels {
+		args = append(args, "--label", k+"="+v)
+	}
+	if out, err := exec.Command("docker", append(args, ct.image, "true")...).CombinedOutput(); err != nil {
+		t.Fatalf("docker create: %v\n%s", err, out)
 	}
 	return id
 }
