@@ -26,12 +26,69 @@ type Dialer func(ctx context.Context) (net.Conn, error)
 
 // Client talks to one agent. It implements provider.Guest and is safe for
 // concurrent use; connections are pooled and reused, which is what keeps a
-// round trip near a millisecond. Deadlines come only from the contexts
-// passed to each call.
+// round trip near a millisecond.
+//
+// The client is the host's guard against the code in the sandbox, which
+// can replace the agent with anything: it never trusts the agent to end a
+// command, to answer, or to answer briefly. Every exec ends within its
+// timeout plus Limits.ExecGrace, every other call within
+// Limits.CallTimeout (file transfers excepted: they last as long as the
+// caller's context), and no reply is held in memory beyond the Limits.
 type Client struct {
 	hc   *http.Client
 	tr   *http.Transport
 	auth string // Authorization header value; "" when no token
+	lim  Limits
+}
+
+// Limits bound what a client accepts from an agent. Zero fields take the
+// defaults in DefaultLimits.
+type Limits struct {
+	// ExecGrace is how long past a command's timeout the client waits for
+	// the agent to report it before it drops the connection and reports
+	// the timeout itself.
+	ExecGrace time.Duration
+	// CallTimeout bounds every call but exec and file transfers: health,
+	// stat, list, glob, delete, move, chmod, refresh.
+	CallTimeout time.Duration
+	// MaxReplyBytes bounds one JSON reply (a listing, a stat, glob
+	// matches); an error body is bounded by the smaller of it and 64 KiB.
+	MaxReplyBytes int64
+	// MaxEntries bounds the entries of one listing and the matches of one
+	// glob.
+	MaxEntries int
+}
+
+// DefaultLimits are the limits of a client made without WithLimits.
+func DefaultLimits() Limits {
+	return Limits{
+		ExecGrace:     5 * time.Second,
+		CallTimeout:   5 * time.Minute,
+		MaxReplyBytes: 32 << 20,
+		MaxEntries:    100_000,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.ExecGrace <= 0 {
+		l.ExecGrace = d.ExecGrace
+	}
+	if l.CallTimeout <= 0 {
+		l.CallTimeout = d.CallTimeout
+	}
+	if l.MaxReplyBytes <= 0 {
+		l.MaxReplyBytes = d.MaxReplyBytes
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = d.MaxEntries
+	}
+	return l
+}
+
+// WithLimits sets the client's limits; zero fields keep their defaults.
+func WithLimits(l Limits) ClientOption {
+	return func(c *Client) { c.lim = l.withDefaults() }
 }
 
 // ClientOption configures NewClient.
@@ -68,7 +125,8 @@ func NewClient(dial Dialer, opts ...ClientOption) *Client {
 		ReadBufferSize:      64 << 10,
 	}
 	c := &Client{
-		tr: tr,
+		lim: DefaultLimits(),
+		tr:  tr,
 		hc: &http.Client{
 			Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -133,7 +191,29 @@ func (c *Client) WaitReady(ctx context.Context) error {
 // stderr as it arrives. The writers are called from this goroutine only.
 // If a writer fails, or ctx ends, the connection is dropped, which makes
 // the agent kill the command's process group.
+//
+// The host enforces a positive timeout itself: if the agent has not ended
+// the command ExecGrace after it, whatever the agent is doing (silent,
+// streaming forever), the connection is dropped and Exec reports the
+// timeout as the agent would have: ExitCode -1, TimedOut, and an
+// errdefs.ErrExecTimeout error.
 func (c *Client) Exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
+	if req.Timeout <= 0 {
+		return c.exec(ctx, req, stdout, stderr)
+	}
+	start := time.Now()
+	late := errdefs.New(errdefs.ErrExecTimeout,
+		"command timed out after %s and the agent had not ended it %s later; the host dropped it", req.Timeout, c.lim.ExecGrace)
+	hctx, cancel := context.WithTimeoutCause(ctx, req.Timeout+c.lim.ExecGrace, late)
+	defer cancel()
+	st, err := c.exec(hctx, req, stdout, stderr)
+	if err != nil && ctx.Err() == nil && context.Cause(hctx) == late {
+		return provider.ExitStatus{ExitCode: -1, TimedOut: true, Duration: time.Since(start)}, late
+	}
+	return st, err
+}
+
+func (c *Client) exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
 	body, err := json.Marshal(execRequestToWire(req))
 	if err != nil {
 		return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "encoding exec request")
@@ -218,28 +298,55 @@ func (c *Client) WriteFile(ctx context.Context, path string, r io.Reader, mode f
 // ReadFile opens path in the sandbox for streaming. The reader stays valid
 // while ctx does; the caller must Close it. A transfer cut short fails with
 // errdefs.ErrProviderUnavailable rather than ending early with io.EOF.
+//
+// The agent must start its answer within CallTimeout; the transfer itself
+// lasts as long as ctx.
 func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	silent := time.AfterFunc(c.lim.CallTimeout, func() {
+		cancel(errdefs.New(errdefs.ErrProviderUnavailable, "agent did not start sending %s within %s", path, c.lim.CallTimeout))
+	})
 	resp, err := c.do(ctx, http.MethodGet, pathFiles, url.Values{"path": {path}}, nil, "")
+	if !silent.Stop() && err == nil {
+		// The timer fired as the answer arrived: its body is cut already.
+		err = c.streamErr(ctx, context.Cause(ctx), "file contents")
+		resp.Body.Close()
+	}
 	if err != nil {
+		cancel(nil)
 		return nil, err
 	}
-	return &httpbody.Download{Body: resp.Body, Classify: func(err error) error {
+	return &httpbody.Download{Body: closeFunc{resp.Body, func() { cancel(nil) }}, Classify: func(err error) error {
 		return c.streamErr(ctx, err, "file contents")
 	}}, nil
 }
 
+// closeFunc runs done after closing its body.
+type closeFunc struct {
+	io.ReadCloser
+	done func()
+}
+
+func (c closeFunc) Close() error {
+	err := c.ReadCloser.Close()
+	c.done()
+	return err
+}
+
 func (c *Client) ListFiles(ctx context.Context, path string) ([]provider.FileInfo, error) {
-	var ws []wireFileInfo
-	if err := c.callJSON(ctx, http.MethodGet, pathFilesList, url.Values{"path": {path}}, nil, &ws); err != nil {
+	out := []provider.FileInfo{}
+	err := c.call(ctx, http.MethodGet, pathFilesList, url.Values{"path": {path}}, nil, func(dec *json.Decoder) error {
+		return decodeArray(dec, c.lim.MaxEntries, "entries", func(w wireFileInfo) error {
+			fi, err := fileInfoFromWire(w)
+			if err != nil {
+				return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "agent listed a malformed file entry")
+			}
+			out = append(out, fi)
+			return nil
+		})
+	})
+	if err != nil {
 		return nil, err
-	}
-	out := make([]provider.FileInfo, 0, len(ws))
-	for _, w := range ws {
-		fi, err := fileInfoFromWire(w)
-		if err != nil {
-			return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "agent listed a malformed file entry")
-		}
-		out = append(out, fi)
 	}
 	return out, nil
 }
@@ -289,7 +396,13 @@ func (c *Client) Refresh(ctx context.Context, entropy []byte, now time.Time) err
 
 func (c *Client) Glob(ctx context.Context, pattern string) ([]string, error) {
 	var matches []string
-	if err := c.callJSON(ctx, http.MethodGet, pathFilesGlob, url.Values{"pattern": {pattern}}, nil, &matches); err != nil {
+	err := c.call(ctx, http.MethodGet, pathFilesGlob, url.Values{"pattern": {pattern}}, nil, func(dec *json.Decoder) error {
+		return decodeArray(dec, c.lim.MaxEntries, "matches", func(m string) error {
+			matches = append(matches, m)
+			return nil
+		})
+	})
+	if err != nil {
 		return nil, err
 	}
 	return matches, nil
@@ -298,6 +411,71 @@ func (c *Client) Glob(ctx context.Context, pattern string) ([]string, error) {
 // callJSON sends in (when non-nil) as JSON and decodes the reply into out
 // (when non-nil).
 func (c *Client) callJSON(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	var decode func(*json.Decoder) error
+	if out != nil {
+		decode = func(dec *json.Decoder) error { return dec.Decode(out) }
+	}
+	return c.call(ctx, method, path, q, in, decode)
+}
+
+// errReplyTooLarge is what a capped reply body returns past its cap.
+var errReplyTooLarge = errors.New("reply too large")
+
+// capReader passes at most n bytes of r, then fails with errReplyTooLarge.
+type capReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errReplyTooLarge
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}
+
+// decodeArray decodes a JSON array (or null) element by element, so that
+// no more than max elements are ever decoded.
+func decodeArray[T any](dec *json.Decoder, max int, what string, each func(T) error) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		return nil // null: nothing
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return errdefs.New(errdefs.ErrProviderUnavailable, "agent sent %v where a JSON array belongs", tok)
+	}
+	for n := 0; dec.More(); n++ {
+		if n == max {
+			return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit, "the agent's reply holds more than %d %s", max, what),
+				"narrow the request (a deeper directory, a more specific pattern)")
+		}
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		if err := each(v); err != nil {
+			return err
+		}
+	}
+	_, err = dec.Token() // ']'
+	return err
+}
+
+// call sends in (when non-nil) as JSON and hands the reply to decode (when
+// non-nil), reading at most MaxReplyBytes of it. The whole call, reply
+// included, must end within CallTimeout.
+func (c *Client) call(ctx context.Context, method, path string, q url.Values, in any, decode func(*json.Decoder) error) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.lim.CallTimeout,
+		errdefs.New(errdefs.ErrProviderUnavailable, "agent did not answer %s within %s", path, c.lim.CallTimeout))
+	defer cancel()
 	var body io.Reader
 	ctype := ""
 	if in != nil {
@@ -311,13 +489,20 @@ func (c *Client) callJSON(ctx context.Context, method, path string, q url.Values
 	if err != nil {
 		return err
 	}
-	if out == nil {
+	if decode == nil {
 		return httpbody.Drain(resp)
 	}
 	defer resp.Body.Close()
 	// Responses are decoded leniently (unknown fields ignored) so that a
 	// newer agent may add fields.
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := decode(json.NewDecoder(&capReader{r: resp.Body, n: c.lim.MaxReplyBytes})); err != nil {
+		switch {
+		case errors.Is(err, errReplyTooLarge):
+			return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit, "the agent's reply to %s exceeds %d bytes", path, c.lim.MaxReplyBytes),
+				"narrow the request (a deeper directory, a more specific pattern)")
+		case errdefs.Classify(err) != nil:
+			return err
+		}
 		return c.streamErr(ctx, err, "reply to "+path)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
@@ -379,7 +564,7 @@ func (c *Client) streamErr(ctx context.Context, err error, what string) error {
 
 func (c *Client) replyErr(ctx context.Context, resp *http.Response) error {
 	var we wireError
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&we); err != nil || we.Class == "" {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, min(64<<10, c.lim.MaxReplyBytes))).Decode(&we); err != nil || we.Class == "" {
 		if cerr := context.Cause(ctx); cerr != nil {
 			return fmt.Errorf("agent request abandoned: %w", cerr)
 		}

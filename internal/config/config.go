@@ -30,6 +30,7 @@ type Config struct {
 	Proot       ProotConfig       `yaml:"proot"`
 	Custom      CustomConfig      `yaml:"custom"`
 	Firecracker FirecrackerConfig `yaml:"firecracker"`
+	Guest       GuestConfig       `yaml:"guest"`
 }
 
 // ServerConfig is the HTTP API server.
@@ -142,6 +143,20 @@ type FirecrackerConfig struct {
 	Jailer   string `yaml:"jailer"`
 }
 
+// GuestConfig bounds what the host accepts from the agent inside a sandbox
+// (Docker, PRoot, Firecracker): code in the sandbox can replace the agent.
+type GuestConfig struct {
+	// ExecGrace is how long past a command's timeout the host waits for
+	// the agent to end it before dropping the command itself.
+	ExecGrace time.Duration `yaml:"exec_grace"`
+	// CallTimeout bounds every agent call but exec and file transfers.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// MaxReplyBytes bounds one JSON reply from an agent.
+	MaxReplyBytes int64 `yaml:"max_reply_bytes"`
+	// MaxEntries bounds the entries of a listing and the matches of a glob.
+	MaxEntries int `yaml:"max_entries"`
+}
+
 // Default returns the built-in configuration. Each call returns a new value.
 func Default() *Config {
 	return &Config{
@@ -174,6 +189,12 @@ func Default() *Config {
 		Proot:       ProotConfig{Binary: "proot"},
 		Custom:      CustomConfig{Timeout: 30 * time.Second},
 		Firecracker: FirecrackerConfig{Binary: "firecracker"},
+		Guest: GuestConfig{
+			ExecGrace:     5 * time.Second,
+			CallTimeout:   5 * time.Minute,
+			MaxReplyBytes: 32 << 20,
+			MaxEntries:    100_000,
+		},
 	}
 }
 

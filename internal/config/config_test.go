@@ -122,6 +122,10 @@ func TestDefaults(t *testing.T) {
 		"firecracker.kernel":           "",
 		"firecracker.state_dir":        "",
 		"firecracker.jailer":           "",
+		"guest.exec_grace":             "5s",
+		"guest.call_timeout":           "5m0s",
+		"guest.max_reply_bytes":        "33554432",
+		"guest.max_entries":            "100000",
 	}
 	if got := Keys(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(func(yield func(string) bool) {
 		for k := range want {
@@ -309,6 +313,11 @@ firecracker:
   kernel: /opt/fc/vmlinux
   state_dir: /srv/fc
   jailer: /opt/fc/jailer
+guest:
+  exec_grace: 2s
+  call_timeout: 1m
+  max_reply_bytes: 1048576
+  max_entries: 500
 `
 
 func TestLoadFullFile(t *testing.T) {
@@ -333,6 +342,7 @@ func TestLoadFullFile(t *testing.T) {
 		Proot:       ProotConfig{Binary: "/usr/bin/proot", ImagesDir: "/srv/images", StateDir: "/srv/state", MaxSandboxes: 3},
 		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
 		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", Jailer: "/opt/fc/jailer"},
+		Guest:       GuestConfig{ExecGrace: 2 * time.Second, CallTimeout: time.Minute, MaxReplyBytes: 1 << 20, MaxEntries: 500},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("loaded\n %+v\nwant\n %+v", c, want)
@@ -670,6 +680,8 @@ func TestValidate(t *testing.T) {
 		{"negative file limit", map[string]string{"server.max_file_bytes": "-1"}, "server.max_file_bytes"},
 		{"negative upload limit", map[string]string{"server.max_upload_bytes": "-1"}, "server.max_upload_bytes"},
 		{"upload limit set", map[string]string{"server.max_upload_bytes": "1073741824"}, ""},
+		{"zero exec grace", map[string]string{"guest.exec_grace": "0s"}, "guest.exec_grace"},
+		{"zero reply cap", map[string]string{"guest.max_reply_bytes": "0"}, "guest.max_reply_bytes"},
 		{"zero shutdown timeout", map[string]string{"server.shutdown_timeout": "0s"}, "server.shutdown_timeout"},
 		{"empty store path", map[string]string{"store.path": ""}, "store.path"},
 		{"log level", map[string]string{"log.level": "verbose"}, "log.level"},

@@ -75,6 +75,12 @@ func (c *Config) Validate() error {
 
 	v.check(c.Mock.Dir != "", "mock.dir", "is empty")
 
+	g := c.Guest
+	v.positiveDuration("guest.exec_grace", g.ExecGrace)
+	v.positiveDuration("guest.call_timeout", g.CallTimeout)
+	v.positive("guest.max_reply_bytes", g.MaxReplyBytes)
+	v.positive("guest.max_entries", int64(g.MaxEntries))
+
 	d := c.Docker
 	v.check(d.Host == "" || validURL(d.Host, "unix", "tcp", "ssh", "npipe", "http", "https"), "docker.host",
 		"%q is not a daemon address like unix:///var/run/docker.sock or tcp://host:2376", d.Host)

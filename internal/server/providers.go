@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/stacyvm/stacyvm/internal/agent"
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/custom"
@@ -70,11 +71,12 @@ func openers() []opener {
 // provider and for `stacyvm build-image`.
 func FirecrackerConfig(cfg *config.Config, log *slog.Logger) firecracker.Config {
 	return firecracker.Config{
-		Binary:     cfg.Firecracker.Binary,
-		Kernel:     cfg.Firecracker.Kernel,
-		StateDir:   cfg.Firecracker.StateDir,
-		DockerHost: cfg.Docker.Host,
-		Logger:     log.With("provider", "firecracker"),
+		Binary:      cfg.Firecracker.Binary,
+		Kernel:      cfg.Firecracker.Kernel,
+		StateDir:    cfg.Firecracker.StateDir,
+		DockerHost:  cfg.Docker.Host,
+		Logger:      log.With("provider", "firecracker"),
+		AgentLimits: agentLimits(cfg),
 	}
 }
 
@@ -91,6 +93,7 @@ func ProotOptions(cfg *config.Config, log *slog.Logger) proot.Options {
 		ProotPath:    cfg.Proot.Binary,
 		MaxSandboxes: maxSandboxes,
 		Logger:       log.With("provider", "proot"),
+		AgentLimits:  agentLimits(cfg),
 	}
 }
 
@@ -104,6 +107,18 @@ func dockerConfig(cfg *config.Config, log *slog.Logger) docker.Config {
 		PidsLimit:    cfg.Docker.PidsLimit,
 		AgentPath:    cfg.Docker.AgentPath,
 		Logger:       log.With("provider", "docker"),
+		AgentLimits:  agentLimits(cfg),
+	}
+}
+
+// agentLimits is what every agent-backed provider's client accepts from
+// the agent in a sandbox.
+func agentLimits(cfg *config.Config) agent.Limits {
+	return agent.Limits{
+		ExecGrace:     cfg.Guest.ExecGrace,
+		CallTimeout:   cfg.Guest.CallTimeout,
+		MaxReplyBytes: cfg.Guest.MaxReplyBytes,
+		MaxEntries:    cfg.Guest.MaxEntries,
 	}
 }
 

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"github.com/stacyvm/stacyvm/internal/agent"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -69,6 +70,10 @@ type Config struct {
 	// leftovers. Keys must not start with "stacyvm." except "stacyvm.test".
 	Labels map[string]string
 	Logger *slog.Logger
+	// AgentLimits bound what the host accepts from each sandbox's agent
+	// (exec grace past a command's timeout, reply sizes); zero fields take
+	// agent.DefaultLimits.
+	AgentLimits agent.Limits
 }
 
 // Pull policies.

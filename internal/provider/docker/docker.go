@@ -267,7 +267,7 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 		p.cfg.Logger.Warn("docker: create warning", "sandbox", spec.ID, "warning", w)
 	}
 	sb := &sandbox{containerID: res.ID, sockDir: sockDir}
-	sb.guest = agent.NewClient(p.dialer(spec.ID, res.ID, filepath.Join(sockDir, socketName)))
+	sb.guest = agent.NewClient(p.dialer(spec.ID, res.ID, filepath.Join(sockDir, socketName)), agent.WithLimits(p.cfg.AgentLimits))
 	if ctx.Err() != nil {
 		// The caller gave up while the container was being created.
 		p.cleanup(spec.ID, sb)
@@ -586,7 +586,7 @@ func (p *Provider) lookup(ctx context.Context, id string) (provider.Guest, error
 		return nil, fmt.Errorf("docker: container of sandbox %s has no agent socket mount", id)
 	}
 	sb = &sandbox{containerID: ctr.ID, sockDir: sockDir}
-	sb.guest = agent.NewClient(p.dialer(id, ctr.ID, filepath.Join(sockDir, socketName)))
+	sb.guest = agent.NewClient(p.dialer(id, ctr.ID, filepath.Join(sockDir, socketName)), agent.WithLimits(p.cfg.AgentLimits))
 	p.mu.Lock()
 	if cur := p.live[id]; cur != nil {
 		sb.guest.Close()

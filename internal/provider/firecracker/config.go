@@ -3,6 +3,7 @@ package firecracker
 import (
 	"errors"
 	"fmt"
+	"github.com/stacyvm/stacyvm/internal/agent"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -62,6 +63,10 @@ type Config struct {
 	// means DOCKER_HOST, then the default socket).
 	DockerHost string
 	Logger     *slog.Logger
+	// AgentLimits bound what the host accepts from each sandbox's agent
+	// (exec grace past a command's timeout, reply sizes); zero fields take
+	// agent.DefaultLimits.
+	AgentLimits agent.Limits
 }
 
 // Defaults.

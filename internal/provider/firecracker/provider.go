@@ -440,7 +440,7 @@ func (p *Provider) refreshGuest(ctx context.Context, v *vm) error {
 }
 
 func (p *Provider) connectAgent(ctx context.Context, v *vm) error {
-	v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(v.dir, vsockName), AgentVsockPort))
+	v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(v.dir, vsockName), AgentVsockPort), agent.WithLimits(p.cfg.AgentLimits))
 	rctx, cancel := p.readyCtx(ctx)
 	defer cancel()
 	if err := v.agent.WaitReady(rctx); err != nil {
@@ -744,7 +744,7 @@ func (p *Provider) scan() {
 			continue
 		}
 		v.api = newVMMClient(filepath.Join(dir, apiSockName))
-		v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(dir, vsockName), AgentVsockPort))
+		v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(dir, vsockName), AgentVsockPort), agent.WithLimits(p.cfg.AgentLimits))
 		v.ready = true
 		p.mu.Lock()
 		if _, raced := p.vms[st.ID]; !raced {

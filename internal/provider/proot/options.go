@@ -1,6 +1,7 @@
 package proot
 
 import (
+	"github.com/stacyvm/stacyvm/internal/agent"
 	"log/slog"
 	"time"
 )
@@ -47,6 +48,10 @@ type Options struct {
 	// after starting them. Default 30s.
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
+	// AgentLimits bound what the host accepts from each sandbox's agent
+	// (exec grace past a command's timeout, reply sizes); zero fields take
+	// agent.DefaultLimits.
+	AgentLimits agent.Limits
 }
 
 // Defaults.

@@ -42,6 +42,7 @@ type Provider struct {
 	privateUIDs bool
 	uidBase     int
 	ready       time.Duration
+	agentLim    agent.Limits
 	log         *slog.Logger
 
 	mu        sync.Mutex
@@ -128,6 +129,7 @@ func New(opts Options) (*Provider, error) {
 		max:       opts.MaxSandboxes,
 		uidBase:   opts.UIDBase,
 		ready:     opts.ReadyTimeout,
+		agentLim:  opts.AgentLimits,
 		log:       opts.Logger,
 		live:      map[string]*sandbox{},
 		slots:     map[int]string{},
@@ -443,7 +445,7 @@ func (p *Provider) attach(dir string, st state) *sandbox {
 		execs:  map[int]proc{},
 		files: agent.NewClient(verifiedDialer(filepath.Join(dir, filesDir, socketName), func(pid int) bool {
 			return pid == st.Files.PID && st.Files.running()
-		})),
+		}), agent.WithLimits(p.agentLim)),
 	}
 }
 
