@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,8 @@ type SpawnRequest struct {
 	OwnerID  string
 	Metadata map[string]string
 	Network  string
+	// Env applies to every command in the sandbox, over the template's.
+	Env map[string]string
 }
 
 // Spawn creates a sandbox and returns its record in state running. On any
@@ -260,6 +263,12 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	}
 	if tmpl != nil {
 		sb.Env = maps.Clone(tmpl.Env)
+	}
+	if len(req.Env) > 0 {
+		if sb.Env == nil {
+			sb.Env = map[string]string{}
+		}
+		maps.Copy(sb.Env, req.Env)
 	}
 	if err := m.reserve(sb); err != nil {
 		return store.Sandbox{}, err
@@ -359,6 +368,11 @@ func (m *Manager) validateSpawn(req SpawnRequest) error {
 	for k := range req.Metadata {
 		if k == "" {
 			return errdefs.New(errdefs.ErrInvalidArgument, "metadata keys must not be empty")
+		}
+	}
+	for k := range req.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return errdefs.New(errdefs.ErrInvalidArgument, "environment variable name %q is invalid", k)
 		}
 	}
 	return nil
@@ -596,6 +610,17 @@ func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventTy
 
 // Extend moves a sandbox's expiry to now+ttl, never earlier than it was.
 func (m *Manager) Extend(ctx context.Context, id string, ttl time.Duration) (store.Sandbox, error) {
+	return m.setExpiry(ctx, id, ttl, false)
+}
+
+// SetTTL sets a sandbox's expiry to exactly now+ttl, earlier than it was
+// if need be: for clients whose "timeout" replaces the TTL rather than
+// extending it.
+func (m *Manager) SetTTL(ctx context.Context, id string, ttl time.Duration) (store.Sandbox, error) {
+	return m.setExpiry(ctx, id, ttl, true)
+}
+
+func (m *Manager) setExpiry(ctx context.Context, id string, ttl time.Duration, exact bool) (store.Sandbox, error) {
 	if ttl <= 0 {
 		return store.Sandbox{}, errdefs.New(errdefs.ErrInvalidArgument, "ttl must be positive")
 	}
@@ -609,7 +634,7 @@ func (m *Manager) Extend(ctx context.Context, id string, ttl time.Duration) (sto
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	if exp := m.now().Add(ttl); exp.After(sb.ExpiresAt) {
+	if exp := m.now().Add(ttl); exact || exp.After(sb.ExpiresAt) {
 		sb.ExpiresAt = exp
 	}
 	sb.UpdatedAt = m.now()

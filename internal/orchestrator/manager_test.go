@@ -721,3 +721,36 @@ func TestProvidersReport(t *testing.T) {
 		t.Errorf("unknown provider: %v", err)
 	}
 }
+
+func TestSetTTLReplacesExpiry(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	sb := e.spawn(t, SpawnRequest{TTL: time.Hour})
+	got, err := e.m.SetTTL(ctx, sb.ID, time.Minute)
+	if err != nil || !got.ExpiresAt.Equal(e.clock.Now().Add(time.Minute)) {
+		t.Fatalf("SetTTL shorter: %v %v", got.ExpiresAt, err)
+	}
+	if again, _ := e.m.Get(ctx, sb.ID); !again.ExpiresAt.Equal(got.ExpiresAt) {
+		t.Fatalf("record keeps %v, want %v", again.ExpiresAt, got.ExpiresAt)
+	}
+	for _, bad := range []time.Duration{0, 48 * time.Hour} {
+		if _, err := e.m.SetTTL(ctx, sb.ID, bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("SetTTL %s: %v", bad, err)
+		}
+	}
+}
+
+func TestSpawnEnvReachesCommands(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	sb := e.spawn(t, SpawnRequest{Env: map[string]string{"GREETING": "hi"}})
+	if sb.Env["GREETING"] != "hi" {
+		t.Fatalf("record env = %v", sb.Env)
+	}
+	if res, err := e.m.Exec(ctx, sb.ID, ExecRequest{Command: "env GREETING"}); err != nil || res.Stdout != "hi" {
+		t.Fatalf("command sees %q (%v), want hi", res.Stdout, err)
+	}
+	if _, err := e.m.Spawn(ctx, SpawnRequest{Env: map[string]string{"A=B": "x"}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("bad env name: %v", err)
+	}
+}
