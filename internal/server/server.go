@@ -19,6 +19,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/api"
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/mcp"
+	"github.com/stacyvm/stacyvm/internal/e2b"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -95,8 +96,18 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		ShuttingDown:    shuttingDown,
 		MCP:             mcp.Handler(mcp.NewServer(mcp.FromManager(m), version.String())),
 	})
+	// The E2B facade shares the listener under /e2b (docs/e2b.md).
+	root := http.NewServeMux()
+	root.Handle("/", handler)
+	root.Handle(e2b.Prefix+"/", http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
+		APIKey:         cfg.Server.APIKey,
+		CORSOrigins:    cfg.Server.CORSOrigins,
+		LoopbackOnly:   loopbackListener(ln),
+		MaxUploadBytes: cfg.Server.MaxUploadBytes,
+		Logger:         log,
+	})))
 	srv := &http.Server{
-		Handler: handler,
+		Handler: root,
 		// No WriteTimeout: exec and event streams run as long as they need;
 		// each request is bounded by its own context instead.
 		ReadHeaderTimeout: 10 * time.Second,
@@ -205,4 +216,11 @@ func hostPaths(cfg *config.Config) []string {
 		add(filepath.Join(filepath.Dir(exe), "stacyvm-agent")) // docker.agent_path's default
 	}
 	return out
+}
+
+// loopbackListener reports whether ln only accepts connections on a
+// loopback address.
+func loopbackListener(ln net.Listener) bool {
+	a, ok := ln.Addr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
 }

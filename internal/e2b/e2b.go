@@ -1,0 +1,171 @@
+// Package e2b serves E2B's published wire contract on top of the
+// orchestrator, so that code written for the unchanged `e2b` SDK runs
+// against a StacyVM server: the control plane (create, connect, get, list,
+// timeout, kill) and the in-sandbox daemon ("envd": the Connect-RPC
+// Process and Filesystem services, /files and /health).
+//
+// One handler serves every sandbox: the SDK sends E2b-Sandbox-Id on each
+// daemon request, and the per-sandbox access token minted at create (an
+// HMAC of the sandbox ID under a per-server secret) is checked on each.
+// Everything goes through orchestrator.Manager, so the facade runs on
+// whatever provider the orchestrator runs; it holds no provider code.
+// docs/e2b.md says what is and is not supported.
+package e2b
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/orchestrator"
+)
+
+// EnvdVersion is the daemon version the facade reports. The SDK gates
+// features on it: 0.5.7 and later upload files as octet streams and can
+// close stdin. Keep it at the version whose behaviour the facade follows.
+const EnvdVersion = "0.5.7"
+
+// Prefixes under which the server mounts the facade: point E2B_API_URL at
+// http://HOST:PORT/e2b and E2B_SANDBOX_URL at http://HOST:PORT/e2b/envd.
+const (
+	Prefix     = "/e2b"
+	envdPrefix = "/envd"
+)
+
+// Options configures the facade.
+type Options struct {
+	// APIKey, when set, is required in X-API-Key on the control plane (the
+	// server's own API key; E2B_API_KEY on the SDK's side).
+	APIKey string
+	// CORSOrigins are the browser origins allowed to send state-changing
+	// requests ("*" for any); other cross-origin requests are refused.
+	CORSOrigins []string
+	// LoopbackOnly refuses requests whose Host header is not a loopback
+	// name or address: a server listening on loopback is not reachable by
+	// other names unless a DNS rebinding page is trying to.
+	LoopbackOnly bool
+	// DefaultTimeout is a sandbox's TTL when the create request gives none
+	// (E2B's default is 300 s).
+	DefaultTimeout time.Duration
+	// MaxUploadBytes bounds one /files upload; 0 means no limit.
+	MaxUploadBytes int64
+	Logger         *slog.Logger
+}
+
+type server struct {
+	m      *orchestrator.Manager
+	opts   Options
+	log    *slog.Logger
+	secret []byte
+	procs  *processes
+}
+
+// New returns the facade's handler. Mount it with its paths stripped of
+// Prefix (the server does: http.StripPrefix).
+func New(m *orchestrator.Manager, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 300 * time.Second
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret) // never fails on supported platforms
+	s := &server{m: m, opts: opts, log: opts.Logger, secret: secret, procs: newProcesses()}
+
+	mux := http.NewServeMux()
+	s.controlRoutes(mux)
+	s.envdRoutes(mux)
+	return s.withOrigin(mux)
+}
+
+// token is the sandbox's daemon access token: derived, so that it needs
+// no storage and connect can hand it out again. It changes when the
+// server restarts; Sandbox.connect fetches the new one.
+func (s *server) token(sandboxID string) string {
+	h := hmac.New(sha256.New, s.secret)
+	h.Write([]byte(sandboxID))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// tokenValid compares in constant time.
+func (s *server) tokenValid(sandboxID, got string) bool {
+	want := s.token(sandboxID)
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// apiKeyValid compares digests, so that the time taken says nothing about
+// the key's length either.
+func (s *server) apiKeyValid(got string) bool {
+	if s.opts.APIKey == "" {
+		return true
+	}
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.opts.APIKey))
+	return got != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// withOrigin refuses foreign Host headers (when listening on loopback) and
+// state-changing requests from browser origins that are not allowed. The
+// SDK on Node sends no Origin header.
+func (s *server) withOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.LoopbackOnly && !loopbackHost(r.Host) {
+			writeError(w, http.StatusForbidden, "host "+r.Host+" is not this server's")
+			return
+		}
+		origin := r.Header.Get("Origin")
+		safe := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
+		if origin != "" && !safe && !slices.Contains(s.opts.CORSOrigins, "*") && !slices.Contains(s.opts.CORSOrigins, origin) {
+			writeError(w, http.StatusForbidden, "cross-origin request from "+origin+" refused")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// statusOf maps an orchestrator error to the HTTP status E2B's clients
+// expect. Destroyed sandboxes are 404: the SDK's kill reads that as false.
+func statusOf(err error) int {
+	switch errdefs.Classify(err) {
+	case errdefs.ErrInvalidArgument:
+		return http.StatusBadRequest
+	case errdefs.ErrUnauthorized:
+		return http.StatusUnauthorized
+	case errdefs.ErrNotFound, errdefs.ErrSandboxNotFound, errdefs.ErrSandboxDestroyed,
+		errdefs.ErrFileNotFound, errdefs.ErrProviderNotFound:
+		return http.StatusNotFound
+	case errdefs.ErrConflict:
+		return http.StatusConflict
+	case errdefs.ErrResourceLimit:
+		return http.StatusTooManyRequests
+	case errdefs.ErrUnimplemented:
+		return http.StatusNotImplemented
+	case errdefs.ErrProviderUnavailable:
+		return http.StatusServiceUnavailable
+	case errdefs.ErrExecTimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
