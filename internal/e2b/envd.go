@@ -211,7 +211,10 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) {
 			}
 			p := target
 			if p == "" {
-				p = part.FileName()
+				// The SDK puts the whole sandbox path in the file name,
+				// which Part.FileName would cut down to its base.
+				_, cd, _ := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+				p = cd["filename"]
 			}
 			if err := write(p, part); err != nil {
 				writeErr(w, bodyError(err))
