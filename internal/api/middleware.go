@@ -65,6 +65,16 @@ func (rec *recorder) Write(p []byte) (int, error) {
 
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
+// Flush makes the recorder an http.Flusher itself, for handlers that
+// assert the interface instead of using http.ResponseController (Connect
+// streams behind Guard).
+func (rec *recorder) Flush() {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	_ = http.NewResponseController(rec.ResponseWriter).Flush()
+}
+
 // baseWriter digs out the server's own ResponseWriter, which
 // http.MaxBytesReader needs to close the connection after an oversized
 // body.

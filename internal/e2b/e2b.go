@@ -19,10 +19,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -46,13 +43,6 @@ type Options struct {
 	// APIKey, when set, is required in X-API-Key on the control plane (the
 	// server's own API key; E2B_API_KEY on the SDK's side).
 	APIKey string
-	// CORSOrigins are the browser origins allowed to send state-changing
-	// requests ("*" for any); other cross-origin requests are refused.
-	CORSOrigins []string
-	// LoopbackOnly refuses requests whose Host header is not a loopback
-	// name or address: a server listening on loopback is not reachable by
-	// other names unless a DNS rebinding page is trying to.
-	LoopbackOnly bool
 	// DefaultTimeout is a sandbox's TTL when the create request gives none
 	// (E2B's default is 300 s).
 	DefaultTimeout time.Duration
@@ -70,7 +60,8 @@ type server struct {
 }
 
 // New returns the facade's handler. Mount it with its paths stripped of
-// Prefix (the server does: http.StripPrefix).
+// Prefix, behind the API's browser edge (the server does: api.Guard checks
+// the Host header and the Origin of state-changing requests).
 func New(m *orchestrator.Manager, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -85,7 +76,7 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	s.controlRoutes(mux)
 	s.envdRoutes(mux)
-	return s.withOrigin(mux)
+	return mux
 }
 
 // token is the sandbox's daemon access token: derived, so that it needs
@@ -111,38 +102,6 @@ func (s *server) apiKeyValid(got string) bool {
 	}
 	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.opts.APIKey))
 	return got != "" && subtle.ConstantTimeCompare(a[:], b[:]) == 1
-}
-
-// withOrigin refuses foreign Host headers (when listening on loopback) and
-// state-changing requests from browser origins that are not allowed. The
-// SDK on Node sends no Origin header.
-func (s *server) withOrigin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.LoopbackOnly && !loopbackHost(r.Host) {
-			writeError(w, http.StatusForbidden, "host "+r.Host+" is not this server's")
-			return
-		}
-		origin := r.Header.Get("Origin")
-		safe := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
-		if origin != "" && !safe && !slices.Contains(s.opts.CORSOrigins, "*") && !slices.Contains(s.opts.CORSOrigins, origin) {
-			writeError(w, http.StatusForbidden, "cross-origin request from "+origin+" refused")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // statusOf maps an orchestrator error to the HTTP status E2B's clients

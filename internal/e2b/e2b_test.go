@@ -266,6 +266,7 @@ func TestDaemonTokens(t *testing.T) {
 
 func TestHostAndOrigin(t *testing.T) {
 	base := start(t)
+	port := base[strings.LastIndex(base, ":")+1:]
 	jsonKey := map[string]string{"X-API-KEY": apiKey, "Content-Type": "application/json"}
 	with := func(extra map[string]string) map[string]string {
 		out := map[string]string{}
@@ -282,8 +283,8 @@ func TestHostAndOrigin(t *testing.T) {
 		h      map[string]string
 		status int
 	}{
-		{"foreign host", "GET", with(map[string]string{"Host": "evil.example:80"}), 403},
-		{"localhost", "GET", with(map[string]string{"Host": "localhost"}), 200},
+		{"foreign host", "GET", with(map[string]string{"Host": "evil.example:80"}), 421},
+		{"localhost", "GET", with(map[string]string{"Host": "localhost:" + port}), 200},
 		{"cross-origin create", "POST", with(map[string]string{"Origin": "http://evil.example"}), 403},
 		{"cross-origin read", "GET", with(map[string]string{"Origin": "http://evil.example"}), 200},
 	}
@@ -380,9 +381,9 @@ func TestProcessStartEnvelopes(t *testing.T) {
 		}
 		return f, ev
 	}
-	_, ev := next()
+	f0, ev := next()
 	if ev.Event.Start == nil || ev.Event.Start.Pid == 0 {
-		t.Fatalf("first event is not start{pid}: %+v", ev)
+		t.Fatalf("first event is not start{pid}: flags %d %s", f0.flags, f0.data)
 	}
 	var stdout, stderr string
 	var end *struct {

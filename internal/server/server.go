@@ -99,13 +99,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	// The E2B facade shares the listener under /e2b (docs/e2b.md).
 	root := http.NewServeMux()
 	root.Handle("/", handler)
-	root.Handle(e2b.Prefix+"/", http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
+	root.Handle(e2b.Prefix+"/", api.Guard(http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
 		APIKey:         cfg.Server.APIKey,
-		CORSOrigins:    cfg.Server.CORSOrigins,
-		LoopbackOnly:   loopbackListener(ln),
 		MaxUploadBytes: cfg.Server.MaxUploadBytes,
 		Logger:         log,
-	})))
+	})), api.GuardOptions{AllowedHosts: cfg.Server.AllowedHosts, CORSOrigins: cfg.Server.CORSOrigins, Logger: log}))
 	srv := &http.Server{
 		Handler: root,
 		// No WriteTimeout: exec and event streams run as long as they need;
@@ -216,11 +214,4 @@ func hostPaths(cfg *config.Config) []string {
 		add(filepath.Join(filepath.Dir(exe), "stacyvm-agent")) // docker.agent_path's default
 	}
 	return out
-}
-
-// loopbackListener reports whether ln only accepts connections on a
-// loopback address.
-func loopbackListener(ln net.Listener) bool {
-	a, ok := ln.Addr().(*net.TCPAddr)
-	return ok && a.IP.IsLoopback()
 }
