@@ -101,6 +101,11 @@ func endsPath(c byte) bool {
 }
 
 // scrub is the one function every message a client sees passes through.
+// Scrubber returns the scrubbing the API applies to every message, for
+// other surfaces on the same listener: it replaces the runtime's and the
+// given host paths with "[host path]".
+func Scrubber(paths []string) func(string) string { return newScrubber(paths).text }
+
 func (s *server) scrub(msg string) string { return s.scrubber.text(msg) }
 
 // scrubData scrubs the values of an event's data.

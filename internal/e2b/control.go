@@ -81,8 +81,10 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, errorBody{Code: status, Message: msg})
 }
 
-func writeErr(w http.ResponseWriter, err error) {
-	msg := err.Error()
+// writeErr writes err in E2B's shape, its message scrubbed of the
+// server's host paths.
+func (s *server) writeErr(w http.ResponseWriter, err error) {
+	msg := s.scrub(err.Error())
 	if h := errdefs.Hint(err); h != "" {
 		msg += " (" + h + ")"
 	}
@@ -177,7 +179,7 @@ func (s *server) detail(sb store.Sandbox, withToken bool) sandboxJSON {
 func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	var req newSandbox
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	var unsupported []string
@@ -225,13 +227,13 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 		} else if errdefs.Classify(err) == errdefs.ErrNotFound {
 			spawn.Image = tid
 		} else {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 	}
 	sb, err := s.m.Spawn(r.Context(), spawn)
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, s.brief(sb))
@@ -240,7 +242,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 func (s *server) get(w http.ResponseWriter, r *http.Request) {
 	sb, err := s.m.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, s.detail(sb, true))
@@ -249,7 +251,7 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 func (s *server) kill(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := s.m.Destroy(r.Context(), id); err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	s.procs.forget(id)
@@ -263,7 +265,7 @@ type timeoutBody struct {
 func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) {
 	var req timeoutBody
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	if req.Timeout == nil || *req.Timeout <= 0 {
@@ -271,7 +273,7 @@ func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.m.SetTTL(r.Context(), r.PathValue("id"), time.Duration(*req.Timeout)*time.Second); err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -282,7 +284,7 @@ func (s *server) setTimeout(w http.ResponseWriter, r *http.Request) {
 func (s *server) connect(w http.ResponseWriter, r *http.Request) {
 	var req timeoutBody
 	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	id := r.PathValue("id")
@@ -296,7 +298,7 @@ func (s *server) connect(w http.ResponseWriter, r *http.Request) {
 		sb, err = s.m.Get(r.Context(), id)
 	}
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	if sb.State != string(provider.StateRunning) {
@@ -373,7 +375,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		var err error
 		all, err = s.m.List(r.Context(), orchestrator.ListFilter{State: string(provider.StateRunning)})
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 	}

@@ -48,7 +48,10 @@ type Options struct {
 	DefaultTimeout time.Duration
 	// MaxUploadBytes bounds one /files upload; 0 means no limit.
 	MaxUploadBytes int64
-	Logger         *slog.Logger
+	// Scrub removes the server's host paths from messages that leave it
+	// (the server passes api.Scrubber); nil leaves them as they are.
+	Scrub  func(string) string
+	Logger *slog.Logger
 }
 
 type server struct {
@@ -77,6 +80,13 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	s.controlRoutes(mux)
 	s.envdRoutes(mux)
 	return mux
+}
+
+func (s *server) scrub(msg string) string {
+	if s.opts.Scrub == nil {
+		return msg
+	}
+	return s.opts.Scrub(msg)
 }
 
 // token is the sandbox's daemon access token: derived, so that it needs

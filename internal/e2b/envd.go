@@ -63,7 +63,7 @@ func (s *server) withToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, err := s.authorize(r.Context(), r.Header)
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
@@ -119,7 +119,7 @@ func (s *server) download(w http.ResponseWriter, r *http.Request) {
 	}
 	fi, err := s.m.StatFile(ctx, id, p)
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	if fi.IsDir {
@@ -128,7 +128,7 @@ func (s *server) download(w http.ResponseWriter, r *http.Request) {
 	}
 	rc, err := s.m.ReadFile(ctx, id, p)
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	defer rc.Close()
@@ -136,7 +136,7 @@ func (s *server) download(w http.ResponseWriter, r *http.Request) {
 	// first read still gets a proper error.
 	br := bufio.NewReaderSize(rc, 32<<10)
 	if _, err := br.Peek(1); err != nil && err != io.EOF {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -194,7 +194,7 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) {
 	case "multipart/form-data":
 		mr, err := multipartReader(body, params)
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 		for {
@@ -203,7 +203,7 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 			if err != nil {
-				writeErr(w, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "malformed multipart body"))
+				s.writeErr(w, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "malformed multipart body"))
 				return
 			}
 			if part.FormName() != "file" {
@@ -217,7 +217,7 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) {
 				p = cd["filename"]
 			}
 			if err := write(p, part); err != nil {
-				writeErr(w, bodyError(err))
+				s.writeErr(w, bodyError(err))
 				return
 			}
 		}
@@ -227,7 +227,7 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) {
 		}
 	case "application/octet-stream", "":
 		if err := write(target, body); err != nil {
-			writeErr(w, bodyError(err))
+			s.writeErr(w, bodyError(err))
 			return
 		}
 	default:

@@ -45,7 +45,7 @@ func entry(fi provider.FileInfo) *filesystem.EntryInfo {
 func (f fsService) Stat(ctx context.Context, req *connect.Request[filesystem.StatRequest]) (*connect.Response[filesystem.StatResponse], error) {
 	fi, err := f.s.m.StatFile(ctx, sandboxFrom(ctx), req.Msg.GetPath())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	return connect.NewResponse(&filesystem.StatResponse{Entry: entry(fi)}), nil
 }
@@ -63,20 +63,20 @@ func (f fsService) MakeDir(ctx context.Context, req *connect.Request[filesystem.
 	if _, err := f.s.m.StatFile(ctx, id, p); err == nil {
 		return nil, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("path %s already exists", p))
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	placeholder := path.Join(p, ".stacyvm-mkdir-"+hex.EncodeToString(rnd[:]))
 	if err := f.s.m.WriteFile(ctx, id, placeholder, strings.NewReader(""), 0o600); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	if err := f.s.m.DeleteFile(context.WithoutCancel(ctx), id, placeholder, false); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	fi, err := f.s.m.StatFile(ctx, id, p)
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	return connect.NewResponse(&filesystem.MakeDirResponse{Entry: entry(fi)}), nil
 }
@@ -84,11 +84,11 @@ func (f fsService) MakeDir(ctx context.Context, req *connect.Request[filesystem.
 func (f fsService) Move(ctx context.Context, req *connect.Request[filesystem.MoveRequest]) (*connect.Response[filesystem.MoveResponse], error) {
 	id := sandboxFrom(ctx)
 	if err := f.s.m.MoveFile(ctx, id, req.Msg.GetSource(), req.Msg.GetDestination()); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	fi, err := f.s.m.StatFile(ctx, id, req.Msg.GetDestination())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	return connect.NewResponse(&filesystem.MoveResponse{Entry: entry(fi)}), nil
 }
@@ -104,7 +104,7 @@ func (f fsService) ListDir(ctx context.Context, req *connect.Request[filesystem.
 	depth := max(int(req.Msg.GetDepth()), 1)
 	root := req.Msg.GetPath()
 	if fi, err := f.s.m.StatFile(ctx, id, root); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	} else if !fi.IsDir {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path %s is not a directory", root))
 	}
@@ -129,14 +129,14 @@ func (f fsService) ListDir(ctx context.Context, req *connect.Request[filesystem.
 		return nil
 	}
 	if err := walk(root, 1); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	return connect.NewResponse(out), nil
 }
 
 func (f fsService) Remove(ctx context.Context, req *connect.Request[filesystem.RemoveRequest]) (*connect.Response[filesystem.RemoveResponse], error) {
 	if err := f.s.m.DeleteFile(ctx, sandboxFrom(ctx), req.Msg.GetPath(), true); err != nil {
-		return nil, rpcError(err)
+		return nil, f.s.rpcError(err)
 	}
 	return connect.NewResponse(&filesystem.RemoveResponse{}), nil
 }

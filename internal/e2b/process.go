@@ -23,6 +23,7 @@ import (
 // timeout. Its output goes to whoever is attached at the time (Start's
 // stream, Connect's): like envd, nothing is replayed to a late Connect.
 type proc struct {
+	srv     *server
 	pid     uint32
 	sandbox string
 	tag     string
@@ -190,12 +191,12 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 		ereq.Timeout = min(max(time.Until(dl), time.Millisecond), ereq.Timeout)
 	}
 	if err := s.m.CheckExec(ctx, id, ereq); err != nil {
-		return rpcError(err)
+		return s.rpcError(err)
 	}
 
 	execCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &proc{
-		sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel,
+		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel,
 		subs: map[*sub]struct{}{}, done: make(chan struct{}),
 	}
 	s.procs.add(p)
@@ -281,7 +282,7 @@ func (p *proc) end() (*process.ProcessEvent_EndEvent, error) {
 	case errdefs.Classify(p.err) == errdefs.ErrExecTimeout || p.status.TimedOut:
 		return nil, connect.NewError(connect.CodeDeadlineExceeded, errors.New("the command ran past its timeout and was killed"))
 	case p.err != nil:
-		return nil, rpcError(p.err)
+		return nil, p.srv.rpcError(p.err)
 	}
 	return &process.ProcessEvent_EndEvent{
 		ExitCode: int32(p.status.ExitCode), Exited: true,
@@ -357,7 +358,7 @@ func (ps processService) Update(ctx context.Context, req *connect.Request[proces
 // rpcError maps an orchestrator error to a Connect code. A sandbox that
 // is gone is Unavailable, which the SDK reports as a sandbox that is no
 // longer running (NotFound would read as a missing file or process).
-func rpcError(err error) error {
+func (s *server) rpcError(err error) error {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		return err
@@ -384,7 +385,7 @@ func rpcError(err error) error {
 	if errors.Is(err, context.Canceled) {
 		code = connect.CodeCanceled
 	}
-	return connect.NewError(code, err)
+	return connect.NewError(code, errors.New(s.scrub(err.Error())))
 }
 
 // shellQuote quotes s for /bin/sh.

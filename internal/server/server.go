@@ -102,6 +102,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	root.Handle(e2b.Prefix+"/", api.Guard(http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
 		APIKey:         cfg.Server.APIKey,
 		MaxUploadBytes: cfg.Server.MaxUploadBytes,
+		Scrub:          api.Scrubber(hostPaths(cfg)),
 		Logger:         log,
 	})), api.GuardOptions{AllowedHosts: cfg.Server.AllowedHosts, CORSOrigins: cfg.Server.CORSOrigins, Logger: log}))
 	srv := &http.Server{
