@@ -105,7 +105,12 @@ type created struct {
 
 func create(t *testing.T, base, body string) created {
 	t.Helper()
-	r := do(t, "POST", base+"/e2b/v2/sandboxes", map[string]string{"X-API-KEY": apiKey, "Content-Type": "application/json"}, body)
+	return createAt(t, base, "/e2b/v2/sandboxes", body)
+}
+
+func createAt(t *testing.T, base, path, body string) created {
+	t.Helper()
+	r := do(t, "POST", base+path, map[string]string{"X-API-KEY": apiKey, "Content-Type": "application/json"}, body)
 	if r.status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.status, r.body)
 	}
@@ -128,7 +133,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("envdVersion = %q", c.EnvdVersion)
 	}
 	// The old SDKs' path creates too.
-	c2 := create(t, base, `{"templateID":"base","metadata":{"team":"b"}}`)
+	c2 := createAt(t, base, "/e2b/sandboxes", `{"templateID":"base","metadata":{"team":"b"}}`)
 	if c2.EnvdAccessToken == c.EnvdAccessToken {
 		t.Fatal("two sandboxes share an access token")
 	}
