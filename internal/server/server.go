@@ -18,8 +18,8 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/api"
 	"github.com/stacyvm/stacyvm/internal/config"
-	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/e2b"
+	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
