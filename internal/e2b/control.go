@@ -255,6 +255,9 @@ func (s *server) kill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.procs.forget(id)
+	s.watchMu.Lock()
+	maps.DeleteFunc(s.watchers, func(_ string, w *watcher) bool { return w.sandbox == id })
+	s.watchMu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -60,6 +61,9 @@ type server struct {
 	log    *slog.Logger
 	secret []byte
 	procs  *processes
+
+	watchMu  sync.Mutex
+	watchers map[string]*watcher // by ID
 }
 
 // New returns the facade's handler. Mount it with its paths stripped of
@@ -74,7 +78,7 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret) // never fails on supported platforms
-	s := &server{m: m, opts: opts, log: opts.Logger, secret: secret, procs: newProcesses()}
+	s := &server{m: m, opts: opts, log: opts.Logger, secret: secret, procs: newProcesses(), watchers: map[string]*watcher{}}
 
 	mux := http.NewServeMux()
 	s.controlRoutes(mux)

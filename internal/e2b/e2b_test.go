@@ -249,7 +249,8 @@ func TestDaemonTokens(t *testing.T) {
 		{"rpc, no token", "POST", "/e2b/envd/process.Process/List", map[string]string{"Content-Type": "application/json", "E2b-Sandbox-Id": a.SandboxID}, `{}`, 401},
 		{"rpc", "POST", "/e2b/envd/process.Process/List", rpc(envd(a)), `{}`, 200},
 		{"rpc, unknown pid", "POST", "/e2b/envd/process.Process/SendSignal", rpc(envd(a)), `{"process":{"pid":4242},"signal":"SIGNAL_SIGKILL"}`, 404},
-		{"watch is unimplemented", "POST", "/e2b/envd/filesystem.Filesystem/CreateWatcher", rpc(envd(a)), `{"path":"/"}`, 501},
+		{"watch a missing directory", "POST", "/e2b/envd/filesystem.Filesystem/CreateWatcher", rpc(envd(a)), `{"path":"/no/such/dir"}`, 404},
+		{"another sandbox's watcher", "POST", "/e2b/envd/filesystem.Filesystem/GetWatcherEvents", rpc(envd(b)), `{"watcherId":"` + watcherOf(t, base, a) + `"}`, 404},
 		{"unknown daemon route", "GET", "/e2b/envd/metrics", envd(a), "", 404},
 	}
 	for _, tt := range tests {
@@ -477,5 +478,82 @@ func TestFilesRoundTrip(t *testing.T) {
 	h["Content-Type"] = "text/plain"
 	if r := do(t, "POST", base+"/e2b/envd/files?path=/x", h, "x"); r.status != 400 {
 		t.Fatalf("upload as text/plain: %d", r.status)
+	}
+}
+
+func rpcCall(t *testing.T, base string, c created, method, body string, out any) int {
+	t.Helper()
+	h := envd(c)
+	h["Content-Type"] = "application/json"
+	r := do(t, "POST", base+"/e2b/envd/"+method, h, body)
+	if out != nil && r.status == 200 {
+		r.json(t, out)
+	}
+	return r.status
+}
+
+func watcherOf(t *testing.T, base string, c created) string {
+	t.Helper()
+	var w struct{ WatcherId string }
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/CreateWatcher", `{"path":"/"}`, &w); st != 200 || w.WatcherId == "" {
+		t.Fatalf("CreateWatcher: %d", st)
+	}
+	return w.WatcherId
+}
+
+// TestWatcher: the non-streaming watch reports what changed between two
+// calls, in E2B's event types.
+func TestWatcher(t *testing.T) {
+	base := start(t)
+	c := create(t, base, `{"templateID":"base"}`)
+	up := func(p, body string) {
+		h := envd(c)
+		h["Content-Type"] = "application/octet-stream"
+		if r := do(t, "POST", base+"/e2b/envd/files?path="+p, h, body); r.status != 200 {
+			t.Fatalf("upload %s: %d %s", p, r.status, r.body)
+		}
+	}
+	up("/w/keep.txt", "1")
+	up("/w/gone.txt", "1")
+	var w struct{ WatcherId string }
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/CreateWatcher", `{"path":"/w","recursive":true,"includeEntry":true}`, &w); st != 200 {
+		t.Fatalf("CreateWatcher: %d", st)
+	}
+	up("/w/new/deep.txt", "x")
+	up("/w/keep.txt", "longer")
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/Remove", `{"path":"/w/gone.txt"}`, nil); st != 200 {
+		t.Fatalf("Remove: %d", st)
+	}
+	var got struct {
+		Events []struct {
+			Name  string
+			Type  string
+			Entry *struct{ Path string }
+		}
+	}
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/GetWatcherEvents", `{"watcherId":"`+w.WatcherId+`"}`, &got); st != 200 {
+		t.Fatalf("GetWatcherEvents: %d", st)
+	}
+	var seen []string
+	for _, e := range got.Events {
+		seen = append(seen, e.Name+":"+e.Type)
+		if e.Type != "EVENT_TYPE_REMOVE" && (e.Entry == nil || e.Entry.Path != "/w/"+e.Name) {
+			t.Errorf("event %s has entry %+v", e.Name, e.Entry)
+		}
+	}
+	want := "gone.txt:EVENT_TYPE_REMOVE keep.txt:EVENT_TYPE_WRITE new:EVENT_TYPE_CREATE new/deep.txt:EVENT_TYPE_CREATE"
+	if strings.Join(seen, " ") != want {
+		t.Fatalf("events %v, want %s", seen, want)
+	}
+	// Nothing changed since: no events.
+	got.Events = nil
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/GetWatcherEvents", `{"watcherId":"`+w.WatcherId+`"}`, &got); st != 200 || len(got.Events) != 0 {
+		t.Fatalf("second GetWatcherEvents: %d %+v", st, got.Events)
+	}
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/RemoveWatcher", `{"watcherId":"`+w.WatcherId+`"}`, nil); st != 200 {
+		t.Fatalf("RemoveWatcher: %d", st)
+	}
+	if st := rpcCall(t, base, c, "filesystem.Filesystem/GetWatcherEvents", `{"watcherId":"`+w.WatcherId+`"}`, nil); st != 404 {
+		t.Fatalf("removed watcher: %d", st)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -141,20 +143,189 @@ func (f fsService) Remove(ctx context.Context, req *connect.Request[filesystem.R
 	return connect.NewResponse(&filesystem.RemoveResponse{}), nil
 }
 
-var errNoWatch = errors.New("watching directories is not supported by StacyVM's E2B facade: the orchestrator has no file events")
+// Directory watches poll: the orchestrator has no file events, so a watch
+// lists the directory (recursively if asked) every watchPoll and reports
+// the differences. Renames show as a remove and a create; changes that
+// come and go between two polls are not seen.
+const (
+	watchPoll       = 300 * time.Millisecond
+	maxWatchEntries = 10_000
+)
 
-func (f fsService) WatchDir(ctx context.Context, req *connect.Request[filesystem.WatchDirRequest], stream *connect.ServerStream[filesystem.WatchDirResponse]) error {
-	return connect.NewError(connect.CodeUnimplemented, errNoWatch)
+// snapshot is a watched tree: relative name to what a listing said.
+type snapshot map[string]provider.FileInfo
+
+func (f fsService) snapshot(ctx context.Context, id, root string, recursive bool) (snapshot, error) {
+	snap := snapshot{}
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		infos, err := f.s.m.ListFiles(ctx, id, dir)
+		if err != nil {
+			return err
+		}
+		for _, fi := range infos {
+			if len(snap) >= maxWatchEntries {
+				return connect.NewError(connect.CodeResourceExhausted,
+					fmt.Errorf("more than %d entries to watch: watch a smaller tree", maxWatchEntries))
+			}
+			rel := strings.TrimPrefix(strings.TrimPrefix(fi.Path, strings.TrimSuffix(root, "/")), "/")
+			snap[rel] = fi
+			if recursive && fi.IsDir && fi.Mode&fs.ModeSymlink == 0 {
+				if err := walk(fi.Path); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return snap, walk(root)
 }
 
+// diff lists what changed from old to cur, by name.
+func diff(old, cur snapshot, withEntry bool) []*filesystem.FilesystemEvent {
+	var out []*filesystem.FilesystemEvent
+	add := func(name string, t filesystem.EventType, fi *provider.FileInfo) {
+		ev := &filesystem.FilesystemEvent{Name: name, Type: t}
+		if withEntry && fi != nil {
+			ev.Entry = entry(*fi)
+		}
+		out = append(out, ev)
+	}
+	for name, fi := range cur {
+		was, ok := old[name]
+		switch {
+		case !ok:
+			add(name, filesystem.EventType_EVENT_TYPE_CREATE, &fi)
+		case was.Size != fi.Size || !was.ModTime.Equal(fi.ModTime):
+			add(name, filesystem.EventType_EVENT_TYPE_WRITE, &fi)
+		case was.Mode != fi.Mode:
+			add(name, filesystem.EventType_EVENT_TYPE_CHMOD, &fi)
+		}
+	}
+	for name := range old {
+		if _, ok := cur[name]; !ok {
+			add(name, filesystem.EventType_EVENT_TYPE_REMOVE, nil)
+		}
+	}
+	slices.SortFunc(out, func(a, b *filesystem.FilesystemEvent) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (f fsService) watchRoot(ctx context.Context, id, root string) error {
+	fi, err := f.s.m.StatFile(ctx, id, root)
+	if err != nil {
+		return f.s.rpcError(err)
+	}
+	if !fi.IsDir {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("path %s is not a directory", root))
+	}
+	return nil
+}
+
+func (f fsService) WatchDir(ctx context.Context, req *connect.Request[filesystem.WatchDirRequest], stream *connect.ServerStream[filesystem.WatchDirResponse]) error {
+	id, m := sandboxFrom(ctx), req.Msg
+	if err := f.watchRoot(ctx, id, m.GetPath()); err != nil {
+		return err
+	}
+	last, err := f.snapshot(ctx, id, m.GetPath(), m.GetRecursive())
+	if err != nil {
+		return f.s.rpcError(err)
+	}
+	if err := stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Start{Start: &filesystem.WatchDirResponse_StartEvent{}}}); err != nil {
+		return err
+	}
+	poll := time.NewTicker(watchPoll)
+	defer poll.Stop()
+	keep := time.NewTicker(keepAliveEvery(req.Header()))
+	defer keep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-keep.C:
+			if err := stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Keepalive{Keepalive: &filesystem.WatchDirResponse_KeepAlive{}}}); err != nil {
+				return err
+			}
+		case <-poll.C:
+			cur, err := f.snapshot(ctx, id, m.GetPath(), m.GetRecursive())
+			if err != nil {
+				return f.s.rpcError(err)
+			}
+			for _, ev := range diff(last, cur, m.GetIncludeEntry()) {
+				if err := stream.Send(&filesystem.WatchDirResponse{Event: &filesystem.WatchDirResponse_Filesystem{Filesystem: ev}}); err != nil {
+					return err
+				}
+			}
+			last = cur
+		}
+	}
+}
+
+// A watcher is the non-streaming watch: each GetWatcherEvents reports what
+// changed since the previous one.
+type watcher struct {
+	sandbox, root      string
+	recursive, entries bool
+	last               snapshot
+}
+
+// maxWatchers bounds the watchers a server keeps, so that clients that
+// never remove theirs cannot grow it without end.
+const maxWatchers = 1000
+
 func (f fsService) CreateWatcher(ctx context.Context, req *connect.Request[filesystem.CreateWatcherRequest]) (*connect.Response[filesystem.CreateWatcherResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+	id, m := sandboxFrom(ctx), req.Msg
+	if err := f.watchRoot(ctx, id, m.GetPath()); err != nil {
+		return nil, err
+	}
+	snap, err := f.snapshot(ctx, id, m.GetPath(), m.GetRecursive())
+	if err != nil {
+		return nil, f.s.rpcError(err)
+	}
+	var rnd [12]byte
+	_, _ = rand.Read(rnd[:])
+	wid := hex.EncodeToString(rnd[:])
+	f.s.watchMu.Lock()
+	defer f.s.watchMu.Unlock()
+	if len(f.s.watchers) >= maxWatchers {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("the server keeps at most %d watchers: remove some", maxWatchers))
+	}
+	f.s.watchers[wid] = &watcher{sandbox: id, root: m.GetPath(), recursive: m.GetRecursive(), entries: m.GetIncludeEntry(), last: snap}
+	return connect.NewResponse(&filesystem.CreateWatcherResponse{WatcherId: wid}), nil
+}
+
+func (f fsService) watcher(ctx context.Context, wid string) (*watcher, error) {
+	f.s.watchMu.Lock()
+	defer f.s.watchMu.Unlock()
+	w, ok := f.s.watchers[wid]
+	if !ok || w.sandbox != sandboxFrom(ctx) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("watcher %q not found", wid))
+	}
+	return w, nil
 }
 
 func (f fsService) GetWatcherEvents(ctx context.Context, req *connect.Request[filesystem.GetWatcherEventsRequest]) (*connect.Response[filesystem.GetWatcherEventsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+	w, err := f.watcher(ctx, req.Msg.GetWatcherId())
+	if err != nil {
+		return nil, err
+	}
+	cur, err := f.snapshot(ctx, w.sandbox, w.root, w.recursive)
+	if err != nil {
+		return nil, f.s.rpcError(err)
+	}
+	f.s.watchMu.Lock()
+	events := diff(w.last, cur, w.entries)
+	w.last = cur
+	f.s.watchMu.Unlock()
+	return connect.NewResponse(&filesystem.GetWatcherEventsResponse{Events: events}), nil
 }
 
 func (f fsService) RemoveWatcher(ctx context.Context, req *connect.Request[filesystem.RemoveWatcherRequest]) (*connect.Response[filesystem.RemoveWatcherResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoWatch)
+	if _, err := f.watcher(ctx, req.Msg.GetWatcherId()); err != nil {
+		return nil, err
+	}
+	f.s.watchMu.Lock()
+	delete(f.s.watchers, req.Msg.GetWatcherId())
+	f.s.watchMu.Unlock()
+	return connect.NewResponse(&filesystem.RemoveWatcherResponse{}), nil
 }

@@ -172,6 +172,22 @@ for (const p of providers) {
       await sbx.files.remove(`from-cmd-${run}.txt`)
     })
 
+    test('watchDir reports changes (polled)', async () => {
+      const dir = `/tmp/e2b-watch-${run}`
+      assert.equal(await sbx.files.makeDir(dir), true)
+      const events = []
+      const h = await sbx.files.watchDir(dir, (e) => events.push(`${e.name}:${e.type}`), { timeoutMs: 0 })
+      try {
+        await sbx.files.write(`${dir}/a.txt`, 'x')
+        await waitFor('a create event', () => events.includes('a.txt:create'))
+        await sbx.files.remove(`${dir}/a.txt`)
+        await waitFor('a remove event', () => events.includes('a.txt:remove'))
+      } finally {
+        await h.stop()
+      }
+      await sbx.files.remove(dir)
+    })
+
     test('setTimeout and getInfo', async () => {
       await sbx.setTimeout(5 * 60_000)
       let info = await sbx.getInfo()
