@@ -51,6 +51,9 @@ type ServerConfig struct {
 	// MaxFileBytes bounds a file written through JSON (POST .../files).
 	MaxFileBytes int64 `yaml:"max_file_bytes"`
 	// MaxUploadBytes bounds a raw upload (PUT .../files/raw); 0 is no limit.
+	// The default, 10 GiB, is above any file an agent moves in practice
+	// (datasets, archives, model shards) yet keeps one request from
+	// filling the host's disk.
 	MaxUploadBytes  int64         `yaml:"max_upload_bytes"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
@@ -164,6 +167,7 @@ func Default() *Config {
 			Listen:          "127.0.0.1:7423",
 			MaxBodyBytes:    1 << 20,
 			MaxFileBytes:    64 << 20,
+			MaxUploadBytes:  10 << 30,
 			ShutdownTimeout: 30 * time.Second,
 		},
 		Store: StoreConfig{Path: "./stacyvm.db"},

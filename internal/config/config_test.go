@@ -85,7 +85,7 @@ func TestDefaults(t *testing.T) {
 		"server.allowed_hosts":         "",
 		"server.max_body_bytes":        "1048576",
 		"server.max_file_bytes":        "67108864",
-		"server.max_upload_bytes":      "0",
+		"server.max_upload_bytes":      "10737418240",
 		"server.shutdown_timeout":      "30s",
 		"store.path":                   "./stacyvm.db",
 		"log.level":                    "info",
