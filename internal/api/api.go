@@ -56,6 +56,11 @@ type Options struct {
 	// their own, and a graceful shutdown must not wait for them (requests
 	// such as exec drain normally).
 	ShuttingDown <-chan struct{}
+	// StreamWriteTimeout bounds each frame written to a stream (NDJSON
+	// exec, exec WebSocket, server-sent events): a client that stops
+	// reading is dropped, and its command killed, once one frame waits
+	// this long (default 30s).
+	StreamWriteTimeout time.Duration
 	// MCP, when set, serves the Model Context Protocol (streamable HTTP)
 	// at POST /mcp, behind the same middleware as every other route.
 	MCP http.Handler
@@ -65,6 +70,7 @@ const (
 	defaultMaxBodyBytes    = 1 << 20
 	defaultMaxFileBytes    = 64 << 20
 	defaultEventsKeepAlive = 15 * time.Second
+	defaultStreamWrite     = 30 * time.Second
 )
 
 type server struct {
@@ -97,6 +103,9 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	}
 	if opts.EventsKeepAlive <= 0 {
 		opts.EventsKeepAlive = defaultEventsKeepAlive
+	}
+	if opts.StreamWriteTimeout <= 0 {
+		opts.StreamWriteTimeout = defaultStreamWrite
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

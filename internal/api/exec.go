@@ -104,10 +104,14 @@ func marshalFrame(v any) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
+// ndjsonSink writes each frame under a deadline: a client that stops
+// reading fails the write, which stops the command, instead of holding
+// the handler (and the command) forever.
 type ndjsonSink struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
 func (n *ndjsonSink) send(v any) error {
@@ -117,15 +121,21 @@ func (n *ndjsonSink) send(v any) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.rc.SetWriteDeadline(time.Now().Add(n.timeout)); err != nil {
+		return err
+	}
 	if _, err := n.w.Write(line); err != nil {
 		return err
 	}
 	return n.rc.Flush()
 }
 
+// wsSink writes each frame under a deadline, like ndjsonSink; a write
+// whose context ends closes the connection.
 type wsSink struct {
-	ctx context.Context
-	c   *websocket.Conn
+	ctx     context.Context
+	c       *websocket.Conn
+	timeout time.Duration
 }
 
 func (ws *wsSink) send(v any) error {
@@ -133,7 +143,9 @@ func (ws *wsSink) send(v any) error {
 	if err != nil {
 		return err
 	}
-	return ws.c.Write(ws.ctx, websocket.MessageText, bytes.TrimSuffix(msg, []byte("\n")))
+	ctx, cancel := context.WithTimeout(ws.ctx, ws.timeout)
+	defer cancel()
+	return ws.c.Write(ctx, websocket.MessageText, bytes.TrimSuffix(msg, []byte("\n")))
 }
 
 // chunker turns one output stream into chunk frames. It never splits a
@@ -241,7 +253,7 @@ func (s *server) execNDJSON(w http.ResponseWriter, r *http.Request, id string, r
 		s.log.Debug("flush exec stream", "request_id", requestID(r.Context()), "err", err)
 		return
 	}
-	s.runStream(r.Context(), id, req, &ndjsonSink{w: w, rc: rc})
+	s.runStream(r.Context(), id, req, &ndjsonSink{w: w, rc: rc, timeout: s.opts.StreamWriteTimeout})
 }
 
 // wsFirstMessageTimeout bounds the wait for the exec request after the
@@ -288,7 +300,7 @@ func (s *server) execWebSocket(w http.ResponseWriter, r *http.Request) {
 		_ = s.closeWS(c, websocket.StatusPolicyViolation, "expected the exec request as the first message")
 		return
 	}
-	sink := &wsSink{ctx: ctx, c: c}
+	sink := &wsSink{ctx: ctx, c: c, timeout: s.opts.StreamWriteTimeout}
 	var b execBody
 	err = decodeJSON(bytes.NewReader(msg), &b, false)
 	var req orchestrator.ExecRequest

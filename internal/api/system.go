@@ -168,6 +168,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		case <-s.opts.ShuttingDown:
 			return
 		case <-ka.C:
+			if err := rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)); err != nil {
+				return
+			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return
 			}
@@ -180,6 +183,11 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				s.log.Error("encode event", "err", err)
 				continue
+			}
+			// Each write and flush must finish in time: a subscriber
+			// that stops reading is dropped rather than held forever.
+			if err := rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)); err != nil {
+				return
 			}
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, data); err != nil {
 				return

@@ -56,6 +56,10 @@ type ServerConfig struct {
 	// filling the host's disk.
 	MaxUploadBytes  int64         `yaml:"max_upload_bytes"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// StreamWriteTimeout bounds each frame of a stream (NDJSON exec, exec
+	// WebSocket, events): a client that stops reading for this long is
+	// dropped and its command killed.
+	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
 }
 
 // StoreConfig is the SQLite database.
@@ -164,11 +168,12 @@ type GuestConfig struct {
 func Default() *Config {
 	return &Config{
 		Server: ServerConfig{
-			Listen:          "127.0.0.1:7423",
-			MaxBodyBytes:    1 << 20,
-			MaxFileBytes:    64 << 20,
-			MaxUploadBytes:  10 << 30,
-			ShutdownTimeout: 30 * time.Second,
+			Listen:             "127.0.0.1:7423",
+			MaxBodyBytes:       1 << 20,
+			MaxFileBytes:       64 << 20,
+			MaxUploadBytes:     10 << 30,
+			ShutdownTimeout:    30 * time.Second,
+			StreamWriteTimeout: 30 * time.Second,
 		},
 		Store: StoreConfig{Path: "./stacyvm.db"},
 		Log:   LogConfig{Level: "info", Format: "text"},

@@ -87,6 +87,7 @@ func TestDefaults(t *testing.T) {
 		"server.max_file_bytes":        "67108864",
 		"server.max_upload_bytes":      "10737418240",
 		"server.shutdown_timeout":      "30s",
+		"server.stream_write_timeout":  "30s",
 		"store.path":                   "./stacyvm.db",
 		"log.level":                    "info",
 		"log.format":                   "text",
@@ -269,6 +270,7 @@ server:
   max_file_bytes: 1024
   max_upload_bytes: 0
   shutdown_timeout: 5s
+  stream_write_timeout: 7s
 store:
   path: /var/lib/stacyvm/db.sqlite
 log: {level: debug, format: json}
@@ -329,7 +331,8 @@ func TestLoadFullFile(t *testing.T) {
 	}
 	want := &Config{
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
-			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second},
+			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second,
+			StreamWriteTimeout: 7 * time.Second},
 		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite"},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,

@@ -38,6 +38,7 @@ func (c *Config) Validate() error {
 	v.positive("server.max_file_bytes", s.MaxFileBytes)
 	v.notNegative("server.max_upload_bytes", s.MaxUploadBytes)
 	v.positiveDuration("server.shutdown_timeout", s.ShutdownTimeout)
+	v.positiveDuration("server.stream_write_timeout", s.StreamWriteTimeout)
 
 	v.check(c.Store.Path != "", "store.path", "is empty")
 

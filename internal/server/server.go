@@ -82,19 +82,20 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 
 	shuttingDown := make(chan struct{})
 	handler := api.New(m, api.Options{
-		APIKey:          cfg.Server.APIKey,
-		CORSOrigins:     cfg.Server.CORSOrigins,
-		AllowedHosts:    cfg.Server.AllowedHosts,
-		HostPaths:       hostPaths(cfg),
-		MaxBodyBytes:    cfg.Server.MaxBodyBytes,
-		MaxFileBytes:    cfg.Server.MaxFileBytes,
-		MaxUploadBytes:  cfg.Server.MaxUploadBytes,
-		Logger:          log,
-		Version:         version.String(),
-		ProviderConfigs: providerConfigs(cfg),
-		Metrics:         met,
-		ShuttingDown:    shuttingDown,
-		MCP:             mcp.Handler(mcp.NewServer(mcp.FromManager(m), version.String())),
+		APIKey:             cfg.Server.APIKey,
+		CORSOrigins:        cfg.Server.CORSOrigins,
+		AllowedHosts:       cfg.Server.AllowedHosts,
+		HostPaths:          hostPaths(cfg),
+		MaxBodyBytes:       cfg.Server.MaxBodyBytes,
+		MaxFileBytes:       cfg.Server.MaxFileBytes,
+		MaxUploadBytes:     cfg.Server.MaxUploadBytes,
+		StreamWriteTimeout: cfg.Server.StreamWriteTimeout,
+		Logger:             log,
+		Version:            version.String(),
+		ProviderConfigs:    providerConfigs(cfg),
+		Metrics:            met,
+		ShuttingDown:       shuttingDown,
+		MCP:                mcp.Handler(mcp.NewServer(mcp.FromManager(m), version.String())),
 	})
 	// The E2B facade shares the listener under /e2b (docs/e2b.md).
 	root := http.NewServeMux()
