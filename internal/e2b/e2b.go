@@ -13,6 +13,7 @@
 package e2b
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -83,8 +84,50 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	s.controlRoutes(mux)
 	s.envdRoutes(mux)
-	return mux
+	return s.withAccessLog(mux)
 }
+
+// withAccessLog logs every request once it is done, as the API does for
+// its own routes.
+func (s *server) withAccessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		s.log.Info("e2b request", "method", r.Method, "path", Prefix+r.URL.Path, "status", cmp.Or(rec.status, http.StatusOK),
+			"duration", time.Since(start), "sandbox", r.Header.Get("E2b-Sandbox-Id"), "request_id", w.Header().Get("X-Request-ID"))
+	})
+}
+
+// statusRecorder remembers the status; it is an http.Flusher because
+// Connect's streams need one.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (rec *statusRecorder) WriteHeader(code int) {
+	if rec.status == 0 && code >= 200 {
+		rec.status = code
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *statusRecorder) Write(p []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.ResponseWriter.Write(p)
+}
+
+func (rec *statusRecorder) Flush() {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	_ = http.NewResponseController(rec.ResponseWriter).Flush()
+}
+
+func (rec *statusRecorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 func (s *server) scrub(msg string) string {
 	if s.opts.Scrub == nil {

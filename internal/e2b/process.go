@@ -204,11 +204,11 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 	go func() {
 		defer cancel()
 		st, err := s.m.ExecStream(execCtx, id, ereq, outWriter{p: p}, outWriter{p: p, stderr: true})
+		s.procs.remove(p)
 		p.mu.Lock()
 		p.status, p.err = st, err
-		p.mu.Unlock()
-		s.procs.remove(p)
 		close(p.done)
+		p.mu.Unlock()
 	}()
 	return follow(ctx, p, first, keepAliveEvery(req.Header()), func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
@@ -322,6 +322,13 @@ func (ps processService) SendSignal(ctx context.Context, req *connect.Request[pr
 		return nil, err
 	}
 	p.mu.Lock()
+	select {
+	case <-p.done:
+		// It ended between the lookup and now: like envd, nothing to kill.
+		p.mu.Unlock()
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d has exited", p.pid))
+	default:
+	}
 	p.killed = true
 	p.mu.Unlock()
 	p.cancel()
