@@ -88,6 +88,10 @@ type SandboxConfig struct {
 	// Orphans says what reconcile does with a runtime that has no record:
 	// OrphansAdopt or OrphansDestroy.
 	Orphans string `yaml:"orphans"`
+	// DestroyTimeout bounds one runtime destroy: past it the destroy fails
+	// (503) and the sandbox keeps its record, so a hung runtime never
+	// holds other sandboxes, the reaper or a shutdown.
+	DestroyTimeout time.Duration `yaml:"destroy_timeout"`
 }
 
 // The values of SandboxConfig.Orphans.
@@ -187,6 +191,7 @@ func Default() *Config {
 			DefaultMemoryMB:    512,
 			DefaultVCPUs:       1,
 			Orphans:            OrphansAdopt,
+			DestroyTimeout:     time.Minute,
 		},
 		Provider: ProviderConfig{Default: ProviderAuto},
 		Mock:     MockConfig{Dir: filepath.Join(os.TempDir(), "stacyvm-mock")},

@@ -102,6 +102,7 @@ func TestDefaults(t *testing.T) {
 		"sandbox.default_memory_mb":    "512",
 		"sandbox.default_vcpus":        "1",
 		"sandbox.orphans":              "adopt",
+		"sandbox.destroy_timeout":      "1m0s",
 		"provider.default":             "auto",
 		"provider.enabled":             "",
 		"mock.dir":                     filepath.Join(os.TempDir(), "stacyvm-mock"),
@@ -286,6 +287,7 @@ sandbox:
   default_memory_mb: 256
   default_vcpus: 2
   orphans: destroy
+  destroy_timeout: 20s
 provider:
   default: docker
   enabled:
@@ -337,7 +339,8 @@ func TestLoadFullFile(t *testing.T) {
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
 			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second,
-			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy"},
+			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy",
+			DestroyTimeout: 20 * time.Second},
 		Provider: ProviderConfig{Default: "docker", Enabled: []string{"docker", "proot"}},
 		Mock:     MockConfig{Dir: "/tmp/m"},
 		Docker: DockerConfig{Host: "unix:///run/docker.sock", Runtime: "runsc", Network: "bridge", ReadOnlyRoot: true,

@@ -63,6 +63,7 @@ func (c *Config) Validate() error {
 	v.positive("sandbox.default_memory_mb", int64(sb.DefaultMemoryMB))
 	v.positive("sandbox.default_vcpus", int64(sb.DefaultVCPUs))
 	v.oneOf("sandbox.orphans", sb.Orphans, OrphansAdopt, OrphansDestroy)
+	v.positiveDuration("sandbox.destroy_timeout", sb.DestroyTimeout)
 
 	p := c.Provider
 	v.oneOf("provider.default", p.Default, append([]string{ProviderAuto}, ProviderNames...)...)

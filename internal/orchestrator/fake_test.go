@@ -29,6 +29,8 @@ type fakeProvider struct {
 	spawnGate chan struct{} // when set, Spawn waits for it to close
 	destroyed []string
 	lastExec  provider.ExecRequest
+	// destroyHang holds the Destroy of these IDs until the channel closes.
+	destroyHang map[string]chan struct{}
 }
 
 func newFake(name string) *fakeProvider {
@@ -102,6 +104,12 @@ func (f *fakeProvider) Status(_ context.Context, id string) (provider.Info, erro
 }
 
 func (f *fakeProvider) Destroy(_ context.Context, id string) error {
+	f.mu.Lock()
+	hang := f.destroyHang[id]
+	f.mu.Unlock()
+	if hang != nil {
+		<-hang // a runtime call that ignores its context
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.runtimes, id)
@@ -226,4 +234,17 @@ func (f *fakeProvider) Chmod(context.Context, string, string, fs.FileMode) error
 }
 func (f *fakeProvider) Glob(context.Context, string, string) ([]string, error) {
 	return nil, errdefs.New(errdefs.ErrUnimplemented, "fake")
+}
+
+// hangDestroy makes Destroy of id block, ignoring its context, until the
+// returned release is called.
+func (f *fakeProvider) hangDestroy(id string) (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.destroyHang == nil {
+		f.destroyHang = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	f.destroyHang[id] = ch
+	return sync.OnceFunc(func() { close(ch) })
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -44,6 +43,11 @@ type Config struct {
 	// MaxOutputBytes caps what a buffered exec keeps of each stream; the
 	// rest is dropped and the result says it was truncated.
 	MaxOutputBytes int
+	// DestroyTimeout bounds one provider Destroy call, whether or not the
+	// provider honours its context: a hung runtime call then fails the
+	// destroy (503, retry later) instead of holding its sandbox, the
+	// reaper or a shutdown forever.
+	DestroyTimeout time.Duration
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		DefaultVCPUs:       1,
 		Orphans:            OrphansAdopt,
 		MaxOutputBytes:     16 << 20,
+		DestroyTimeout:     time.Minute,
 	}
 }
 
@@ -100,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxOutputBytes <= 0 {
 		c.MaxOutputBytes = d.MaxOutputBytes
+	}
+	if c.DestroyTimeout <= 0 {
+		c.DestroyTimeout = d.DestroyTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -141,9 +149,9 @@ type Manager struct {
 	mu   sync.RWMutex
 	live map[string]store.Sandbox // records not destroyed, by ID
 
-	// idLocks serialise the read-modify-write of one sandbox's record
-	// (destroy, extend), striped by ID so that the set never grows.
-	idLocks [64]sync.Mutex
+	// locks serialise the read-modify-write of one sandbox's record
+	// (destroy, extend), one lock per sandbox in use.
+	locks idLocks
 
 	spawns, execs, failures atomic.Int64
 }
@@ -177,13 +185,10 @@ func (m *Manager) publish(typ, sandboxID string, data map[string]string) {
 	m.bus.Publish(events.Event{Type: typ, SandboxID: sandboxID, Data: data})
 }
 
-// lockID locks the stripe of id and returns its unlock.
+// lockID locks id and returns its unlock.
 func (m *Manager) lockID(id string) func() {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	mu := &m.idLocks[h.Sum32()%uint32(len(m.idLocks))]
-	mu.Lock()
-	return mu.Unlock
+	unlock, _ := m.locks.lock(context.Background(), id)
+	return unlock
 }
 
 // newID returns "sb-" and 24 random hex characters.
@@ -461,14 +466,33 @@ func (m *Manager) fail(sb store.Sandbox, cause error) {
 
 // destroyRuntime removes a runtime even when the caller's context is gone.
 func (m *Manager) destroyRuntime(p provider.Provider, id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	start := time.Now()
-	err := p.Destroy(ctx, id)
-	m.cfg.Observer.Op(p.Name(), "destroy", time.Since(start), err)
-	if err != nil {
+	if err := m.destroyWithin(context.Background(), p, id); err != nil {
 		m.log.Error("destroy runtime", "sandbox", id, "provider", p.Name(), "err", err)
 	}
+}
+
+// destroyWithin calls p.Destroy, unaffected by the end of ctx, and waits
+// for it at most DestroyTimeout, whether or not the provider honours its
+// context. A call that hangs keeps its goroutine until the provider
+// returns; nobody waits for it.
+func (m *Manager) destroyWithin(ctx context.Context, p provider.Provider, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.DestroyTimeout)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		defer cancel()
+		done <- p.Destroy(ctx, id)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = errdefs.WithHint(errdefs.New(errdefs.ErrProviderUnavailable,
+			"provider %s did not destroy sandbox %s within %s", p.Name(), id, m.cfg.DestroyTimeout),
+			"the runtime may be hung; the sandbox keeps its record, retry the destroy later")
+	}
+	m.cfg.Observer.Op(p.Name(), "destroy", time.Since(start), err)
+	return err
 }
 
 func (m *Manager) runSetup(ctx context.Context, p provider.Provider, sb store.Sandbox, setup []string) error {
@@ -573,7 +597,14 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 }
 
 func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventType string) error {
-	defer m.lockID(sb.ID)()
+	// A caller that gives up waiting for another destroy of the same
+	// sandbox leaves; one that holds the lock finishes within
+	// DestroyTimeout.
+	unlock, err := m.locks.lock(ctx, sb.ID)
+	if err != nil {
+		return fmt.Errorf("destroy sandbox %s: %w", sb.ID, err)
+	}
+	defer unlock()
 	// Read the record again under the lock: another destroy (a request,
 	// the reaper) may have finished meanwhile.
 	cur, err := m.store.GetSandbox(ctx, sb.ID)
@@ -590,9 +621,7 @@ func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventTy
 		// record so that nothing is leaked unnoticed.
 		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "cannot destroy sandbox %s", sb.ID)
 	}
-	start := time.Now()
-	err = p.Destroy(context.WithoutCancel(ctx), sb.ID)
-	m.cfg.Observer.Op(sb.Provider, "destroy", time.Since(start), err)
+	err = m.destroyWithin(ctx, p, sb.ID)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("destroy sandbox %s: %w", sb.ID, err)
 	}
@@ -655,6 +684,9 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, sb := range expired {
+		if ctx.Err() != nil {
+			break // shutting down: the next start's reaper takes the rest
+		}
 		if sb.State == string(provider.StateCreating) {
 			continue // its spawn is still running; the next pass takes it
 		}

@@ -68,6 +68,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		DefaultMemoryMB:    cfg.Sandbox.DefaultMemoryMB,
 		DefaultVCPUs:       cfg.Sandbox.DefaultVCPUs,
 		Orphans:            cfg.Sandbox.Orphans,
+		DestroyTimeout:     cfg.Sandbox.DestroyTimeout,
 		Logger:             log,
 		Observer:           met,
 	})

@@ -1,0 +1,117 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/provider"
+)
+
+// TestHungDestroyBlocksNothingElse: a provider whose Destroy hangs (and
+// ignores its context) fails that destroy after DestroyTimeout, keeps the
+// record, and never delays destroys or extends of other sandboxes, however
+// many there are (with striped locks, 100 sandboxes always share a stripe
+// with the hung one).
+func TestHungDestroyBlocksNothingElse(t *testing.T) {
+	const destroyTimeout = 500 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.DestroyTimeout = destroyTimeout })
+	hung := e.spawn(t, SpawnRequest{})
+	var others []string
+	for range 100 {
+		others = append(others, e.spawn(t, SpawnRequest{}).ID)
+	}
+	release := e.fake.hangDestroy(hung.ID)
+	defer release()
+
+	hungDone := make(chan error, 1)
+	start := time.Now()
+	go func() { hungDone <- e.m.Destroy(context.Background(), hung.ID) }()
+
+	// Every other sandbox is destroyed (or extended) while the hung
+	// destroy holds its sandbox; none waits for it.
+	var wg sync.WaitGroup
+	for i, id := range others {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), destroyTimeout/2)
+			defer cancel()
+			var err error
+			if i%2 == 0 {
+				err = e.m.Destroy(ctx, id)
+			} else {
+				_, err = e.m.Extend(ctx, id, time.Minute)
+			}
+			if err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took >= destroyTimeout {
+		t.Errorf("other sandboxes took %s: they waited for the hung destroy", took)
+	}
+
+	select {
+	case err := <-hungDone:
+		took := time.Since(start)
+		if !errors.Is(err, errdefs.ErrProviderUnavailable) || !strings.Contains(err.Error(), "within") {
+			t.Fatalf("hung destroy: %v; want provider unavailable naming the deadline", err)
+		}
+		if took < destroyTimeout || took > destroyTimeout+5*time.Second {
+			t.Errorf("hung destroy returned after %s; want about %s", took, destroyTimeout)
+		}
+	case <-time.After(destroyTimeout + 10*time.Second):
+		t.Fatal("the hung destroy never returned")
+	}
+	// The record is kept so that the runtime is not forgotten.
+	sb, err := e.m.Get(context.Background(), hung.ID)
+	if err != nil || sb.State != string(provider.StateRunning) {
+		t.Fatalf("hung sandbox after the failed destroy: %+v, %v", sb, err)
+	}
+
+	// A second destroy of the hung sandbox waits behind nobody forever:
+	// its own context ends the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	unlock := e.m.lockID(hung.ID)
+	err = e.m.Destroy(ctx, hung.ID)
+	unlock()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("destroy waiting on a held sandbox: %v", err)
+	}
+
+	// Once the runtime answers again, the destroy goes through.
+	release()
+	if err := e.m.Destroy(context.Background(), hung.ID); err != nil {
+		t.Fatalf("destroy after the runtime recovered: %v", err)
+	}
+	if n := e.m.locks.held(); n != 0 {
+		t.Errorf("%d sandbox locks still held after everything finished", n)
+	}
+}
+
+// TestReaperStopsOnShutdown: Run returns promptly when its context ends,
+// even while a destroy it started hangs: it waits at most DestroyTimeout.
+func TestReaperStopsOnShutdown(t *testing.T) {
+	const destroyTimeout = 300 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.DestroyTimeout = destroyTimeout; c.ReaperInterval = 10 * time.Millisecond })
+	for range 5 {
+		sb := e.spawn(t, SpawnRequest{TTL: time.Minute})
+		defer e.fake.hangDestroy(sb.ID)()
+	}
+	e.clock.Add(2 * time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.m.Run(ctx) }()
+	time.Sleep(50 * time.Millisecond) // the reaper is inside a hung destroy
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(destroyTimeout + 5*time.Second):
+		t.Fatal("Run did not return after its context ended: shutdown would wait on a hung destroy")
+	}
+}
