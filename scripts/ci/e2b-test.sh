@@ -3,8 +3,8 @@
 # unchanged `e2b` SDK from npm, at the version package-lock.json pins,
 # against a real `stacyvm serve` that the suite builds and starts itself.
 # `npm ci` makes node_modules exactly the lock file's every time
-# (idempotent); each step says how long it took. Docker runs too when
-# STACYVM_TEST_DOCKER=1 (scripts/test sets it).
+# (idempotent); each step says how long it took. Docker and PRoot run too
+# when STACYVM_TEST_DOCKER=1 and STACYVM_TEST_PROOT=1 (scripts/test sets both).
 set -euo pipefail
 cd "$(dirname "$0")/../../test/e2b"
 

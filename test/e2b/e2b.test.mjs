@@ -1,26 +1,29 @@
 // The unchanged `e2b` SDK (pinned in package-lock.json) against a real
-// `stacyvm serve`, once per provider: the mock, and Docker when
-// STACYVM_TEST_DOCKER=1 (scripts/test sets it, so there it never skips).
+// `stacyvm serve`, once per provider: the mock, Docker when
+// STACYVM_TEST_DOCKER=1 and PRoot when STACYVM_TEST_PROOT=1 (scripts/test
+// sets both, so there nothing skips).
 // E2B templates name StacyVM templates here, one per provider.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   Sandbox, CommandExitError, TimeoutError, NotFoundError, AuthenticationError, SandboxError,
 } from 'e2b'
-import { startServer, pointSDK, api, dockerWanted } from './harness.mjs'
+import { startServer, pointSDK, api, dockerWanted, prootWanted } from './harness.mjs'
 
 const providers = [
   { name: 'mock', template: 'e2b-mock', image: 'stacyvm/debian:test' },
   // The SDK runs every command as /bin/bash -l -c, so the image needs bash.
   { name: 'docker', template: 'e2b-docker', image: 'stacyvm/debian:test' },
+  { name: 'proot', template: 'e2b-proot', image: 'stacyvm/debian:test' },
 ]
+const wanted = { mock: true, docker: dockerWanted, proot: prootWanted }
 
 let srv
 before(async () => {
-  srv = await startServer({ docker: dockerWanted })
+  srv = await startServer({ docker: dockerWanted, proot: prootWanted })
   pointSDK(srv.url, srv.apiKey)
   for (const p of providers) {
-    if (p.name === 'docker' && !dockerWanted) continue
+    if (!wanted[p.name]) continue
     await api(srv, 'POST', '/api/v1/templates', {
       name: p.template, image: p.image, provider: p.name, env: { FROM_TEMPLATE: p.name },
     })
@@ -39,9 +42,8 @@ async function waitFor(what, cond) {
 }
 
 for (const p of providers) {
-  const skip = p.name === 'docker' && !dockerWanted
-    ? 'Docker tests need STACYVM_TEST_DOCKER=1 and a running dockerd (scripts/test starts one)'
-    : false
+  const skip = wanted[p.name] ? false
+    : `${p.name} tests need STACYVM_TEST_${p.name.toUpperCase()}=1 and the runtime (scripts/test sets it up)`
 
   describe(`e2b SDK on the ${p.name} provider`, { skip }, () => {
     let sbx

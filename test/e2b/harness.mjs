@@ -2,7 +2,7 @@
 // `go build`, writes a config with a temporary database, listens on a free
 // loopback port (the server reports it), and stops the server by its PID.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 export const dockerWanted = process.env.STACYVM_TEST_DOCKER === '1'
+export const prootWanted = process.env.STACYVM_TEST_PROOT === '1'
 
 export function build(dir) {
   const env = { ...process.env, CGO_ENABLED: '0' }
@@ -19,12 +20,15 @@ export function build(dir) {
 }
 
 // startServer resolves to { url, apiKey, stop } once the server listens.
-export async function startServer({ docker }) {
+export async function startServer({ docker, proot }) {
   const dir = mkdtempSync(path.join(tmpdir(), 'stacyvm-e2b-'))
+  // PRoot sandboxes run as unprivileged users who must reach state_dir
+  // below: searchable, not listable (the config holds the API key).
+  chmodSync(dir, 0o711)
   build(dir)
   const apiKey = 'e2b-suite-key'
   // The mock is named explicitly: it never loads by accident.
-  const enabled = docker ? '[mock, docker]' : '[mock]'
+  const enabled = `[${['mock', docker && 'docker', proot && 'proot'].filter(Boolean).join(', ')}]`
   writeFileSync(path.join(dir, 'stacyvm.yaml'), `
 server:
   listen: 127.0.0.1:0
@@ -38,10 +42,13 @@ provider:
   default: mock
 mock:
   dir: ${path.join(dir, 'mock')}
+proot:
+  images_dir: ${process.env.STACYVM_PROOT_IMAGES || '/var/lib/stacyvm/images'}
+  state_dir: ${path.join(dir, 'proot')}
 sandbox:
   default_image: stacyvm/debian:test
   max_exec_timeout: 10m
-`)
+`, { mode: 0o600 })
   const child = spawn(path.join(dir, 'stacyvm'), ['serve', '--config', path.join(dir, 'stacyvm.yaml')], {
     cwd: dir, stdio: ['ignore', 'pipe', 'pipe'],
   })
