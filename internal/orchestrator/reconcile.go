@@ -126,13 +126,16 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				rep.Destroyed++
 			case known:
 				// handled above
-			case info.State == provider.StateCreating && !m.recorded(ctx, info.ID):
-				// Never started, and nobody's: a spawn that died between
-				// create and start (a crash, a create its caller
-				// abandoned). There is nothing in it to keep.
-				m.destroyRuntime(e.Provider, info.ID)
-				m.cfg.Observer.Action("reconcile", "destroyed")
-				rep.Destroyed++
+			case info.State == provider.StateCreating:
+				// Never started: never adopted. With no record it is a
+				// spawn that died between create and start (a crash, a
+				// create its caller abandoned), with nothing in it to keep;
+				// with a record made since the listing, a spawn in flight.
+				if !m.recorded(ctx, info.ID) {
+					m.destroyRuntime(e.Provider, info.ID)
+					m.cfg.Observer.Action("reconcile", "destroyed")
+					rep.Destroyed++
+				}
 			case m.cfg.Orphans == OrphansDestroy:
 				m.destroyRuntime(e.Provider, info.ID)
 				m.cfg.Observer.Action("reconcile", "destroyed")
@@ -151,8 +154,10 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	return rep, errors.Join(errs...)
 }
 
-// recorded says whether id has a record now: one listed after Reconcile
-// began belongs to a spawn in flight, whose runtime is not an orphan.
+// recorded says whether id has a record now: one made after Reconcile
+// listed the records belongs to a spawn in flight, whose runtime is not an
+// orphan. A store that cannot say counts as a record: the runtime stays
+// for the next reconcile.
 func (m *Manager) recorded(ctx context.Context, id string) bool {
 	_, err := m.store.GetSandbox(ctx, id)
 	return !errors.Is(err, errdefs.ErrNotFound)
