@@ -211,7 +211,7 @@ func (s *server) withCORS(next http.Handler) http.Handler {
 		}
 		if allowed {
 			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Expose-Headers", "X-Request-ID")
+			h.Set("Access-Control-Expose-Headers", "X-Request-ID, X-Next-Cursor, Link")
 		}
 		if r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
 			if allowed {

@@ -60,12 +60,29 @@ func (s *server) spawn(w http.ResponseWriter, r *http.Request, req orchestrator.
 
 func (s *server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	list, err := s.m.List(r.Context(), orchestrator.ListFilter{
-		OwnerID: q.Get("owner_id"), State: q.Get("state"), Provider: q.Get("provider"),
-	})
+	f := orchestrator.ListFilter{
+		OwnerID: q.Get("owner_id"), State: q.Get("state"), Provider: q.Get("provider"), Cursor: q.Get("cursor"),
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > orchestrator.MaxPageSize {
+			s.writeError(w, r, errdefs.New(errdefs.ErrInvalidArgument, "limit must be an integer from 1 to %d", orchestrator.MaxPageSize))
+			return
+		}
+		f.Limit = n
+	}
+	list, next, err := s.m.ListPage(r.Context(), f)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if next != "" {
+		// The body stays the contract's plain array; the next page is
+		// named in headers.
+		w.Header().Set("X-Next-Cursor", next)
+		nq := r.URL.Query()
+		nq.Set("cursor", next)
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+nq.Encode()+`>; rel="next"`)
 	}
 	out := make([]sandboxJSON, 0, len(list))
 	for _, sb := range list {

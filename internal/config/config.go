@@ -65,6 +65,9 @@ type ServerConfig struct {
 // StoreConfig is the SQLite database.
 type StoreConfig struct {
 	Path string `yaml:"path"`
+	// Retention is how long a destroyed sandbox's record (and its
+	// history) is kept before the reaper purges it.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // LogConfig is the process log.
@@ -82,9 +85,13 @@ type SandboxConfig struct {
 	MaxSandboxes       int           `yaml:"max_sandboxes"`
 	MaxPerOwner        int           `yaml:"max_per_owner"` // 0: unlimited
 	ReaperInterval     time.Duration `yaml:"reaper_interval"`
-	DefaultImage       string        `yaml:"default_image"`
-	DefaultMemoryMB    int           `yaml:"default_memory_mb"`
-	DefaultVCPUs       int           `yaml:"default_vcpus"`
+	// ReconcileInterval is how often the server checks its records
+	// against the runtimes while it runs (besides at start and when a
+	// provider recovers).
+	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	DefaultImage      string        `yaml:"default_image"`
+	DefaultMemoryMB   int           `yaml:"default_memory_mb"`
+	DefaultVCPUs      int           `yaml:"default_vcpus"`
 	// Orphans says what reconcile does with a runtime that has no record:
 	// OrphansAdopt or OrphansDestroy.
 	Orphans string `yaml:"orphans"`
@@ -179,7 +186,7 @@ func Default() *Config {
 			ShutdownTimeout:    30 * time.Second,
 			StreamWriteTimeout: 30 * time.Second,
 		},
-		Store: StoreConfig{Path: "./stacyvm.db"},
+		Store: StoreConfig{Path: "./stacyvm.db", Retention: 7 * 24 * time.Hour},
 		Log:   LogConfig{Level: "info", Format: "text"},
 		Sandbox: SandboxConfig{
 			DefaultTTL:         30 * time.Minute,
@@ -188,6 +195,7 @@ func Default() *Config {
 			MaxExecTimeout:     time.Hour,
 			MaxSandboxes:       100,
 			ReaperInterval:     30 * time.Second,
+			ReconcileInterval:  time.Minute,
 			DefaultMemoryMB:    512,
 			DefaultVCPUs:       1,
 			Orphans:            OrphansAdopt,

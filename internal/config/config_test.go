@@ -89,6 +89,7 @@ func TestDefaults(t *testing.T) {
 		"server.shutdown_timeout":      "30s",
 		"server.stream_write_timeout":  "30s",
 		"store.path":                   "./stacyvm.db",
+		"store.retention":              "168h0m0s",
 		"log.level":                    "info",
 		"log.format":                   "text",
 		"sandbox.default_ttl":          "30m0s",
@@ -98,6 +99,7 @@ func TestDefaults(t *testing.T) {
 		"sandbox.max_sandboxes":        "100",
 		"sandbox.max_per_owner":        "0",
 		"sandbox.reaper_interval":      "30s",
+		"sandbox.reconcile_interval":   "1m0s",
 		"sandbox.default_image":        "",
 		"sandbox.default_memory_mb":    "512",
 		"sandbox.default_vcpus":        "1",
@@ -274,6 +276,7 @@ server:
   stream_write_timeout: 7s
 store:
   path: /var/lib/stacyvm/db.sqlite
+  retention: 48h
 log: {level: debug, format: json}
 sandbox:
   default_ttl: 10m
@@ -283,6 +286,7 @@ sandbox:
   max_sandboxes: 7
   max_per_owner: 2
   reaper_interval: 1s
+  reconcile_interval: 2m
   default_image: stacyvm/debian:test
   default_memory_mb: 256
   default_vcpus: 2
@@ -335,10 +339,10 @@ func TestLoadFullFile(t *testing.T) {
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
 			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second,
 			StreamWriteTimeout: 7 * time.Second},
-		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite"},
+		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite", Retention: 48 * time.Hour},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
-			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second,
+			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second, ReconcileInterval: 2 * time.Minute,
 			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy",
 			DestroyTimeout: 20 * time.Second},
 		Provider: ProviderConfig{Default: "docker", Enabled: []string{"docker", "proot"}},

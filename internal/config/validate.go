@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 	v.positiveDuration("server.stream_write_timeout", s.StreamWriteTimeout)
 
 	v.check(c.Store.Path != "", "store.path", "is empty")
+	v.positiveDuration("store.retention", c.Store.Retention)
 
 	v.oneOf("log.level", strings.ToLower(c.Log.Level), "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
@@ -60,6 +61,7 @@ func (c *Config) Validate() error {
 	v.positive("sandbox.max_sandboxes", int64(sb.MaxSandboxes))
 	v.notNegative("sandbox.max_per_owner", int64(sb.MaxPerOwner))
 	v.positiveDuration("sandbox.reaper_interval", sb.ReaperInterval)
+	v.positiveDuration("sandbox.reconcile_interval", sb.ReconcileInterval)
 	v.positive("sandbox.default_memory_mb", int64(sb.DefaultMemoryMB))
 	v.positive("sandbox.default_vcpus", int64(sb.DefaultVCPUs))
 	v.oneOf("sandbox.orphans", sb.Orphans, OrphansAdopt, OrphansDestroy)

@@ -8,12 +8,14 @@ package orchestrator
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,9 +36,14 @@ type Config struct {
 	MaxSandboxes       int // live sandboxes at once; 0 means no limit
 	MaxPerOwner        int // live sandboxes per owner; 0 means no limit
 	ReaperInterval     time.Duration
-	DefaultImage       string
-	DefaultMemoryMB    int
-	DefaultVCPUs       int
+	// Retention is how long destroyed records are kept; the reaper
+	// purges older ones with their history.
+	Retention time.Duration
+	// ReconcileInterval is how often Run reconciles while serving.
+	ReconcileInterval time.Duration
+	DefaultImage      string
+	DefaultMemoryMB   int
+	DefaultVCPUs      int
 	// Orphans says what reconcile does with a runtime that has no record:
 	// OrphansAdopt (default) or OrphansDestroy.
 	Orphans string
@@ -69,6 +76,8 @@ func DefaultConfig() Config {
 		MaxExecTimeout:     time.Hour,
 		MaxSandboxes:       100,
 		ReaperInterval:     30 * time.Second,
+		Retention:          7 * 24 * time.Hour,
+		ReconcileInterval:  time.Minute,
 		DefaultMemoryMB:    512,
 		DefaultVCPUs:       1,
 		Orphans:            OrphansAdopt,
@@ -93,6 +102,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReaperInterval <= 0 {
 		c.ReaperInterval = d.ReaperInterval
+	}
+	if c.Retention <= 0 {
+		c.Retention = d.Retention
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = d.ReconcileInterval
 	}
 	if c.DefaultMemoryMB <= 0 {
 		c.DefaultMemoryMB = d.DefaultMemoryMB
@@ -554,20 +569,80 @@ type ListFilter struct {
 	OwnerID  string
 	State    string
 	Provider string
+	// Limit, when positive, makes List return one page of at most Limit
+	// records (MaxPageSize at most); Cursor continues after the page
+	// that returned it.
+	Limit  int
+	Cursor string
 }
+
+// MaxPageSize bounds one page of List.
+const MaxPageSize = 1000
 
 // List returns the sandboxes that are not destroyed, newest first. A
 // filter on state "destroyed" lists destroyed ones.
 func (m *Manager) List(ctx context.Context, f ListFilter) ([]store.Sandbox, error) {
+	list, _, err := m.ListPage(ctx, f)
+	return list, err
+}
+
+// ListPage is List that also returns the cursor of the next page: "" when
+// f has no Limit or this page is the last.
+func (m *Manager) ListPage(ctx context.Context, f ListFilter) ([]store.Sandbox, string, error) {
 	sf := store.SandboxFilter{OwnerID: f.OwnerID, Provider: f.Provider, ExcludeDestroyed: true}
 	if f.State != "" {
 		if !validState(f.State) {
-			return nil, errdefs.New(errdefs.ErrInvalidArgument, "unknown state %q", f.State)
+			return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "unknown state %q", f.State)
 		}
 		sf.States = []string{f.State}
 		sf.ExcludeDestroyed = f.State != string(provider.StateDestroyed)
 	}
-	return m.store.ListSandboxes(ctx, sf)
+	if f.Limit < 0 || f.Limit > MaxPageSize {
+		return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "limit must be between 1 and %d", MaxPageSize)
+	}
+	if f.Cursor != "" {
+		if f.Limit == 0 {
+			return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "cursor needs a limit")
+		}
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		sf.After = &c
+	}
+	if f.Limit == 0 {
+		list, err := m.store.ListSandboxes(ctx, sf)
+		return list, "", err
+	}
+	// One more than asked tells whether another page follows.
+	sf.Limit = f.Limit + 1
+	list, err := m.store.ListSandboxes(ctx, sf)
+	if err != nil || len(list) <= f.Limit {
+		return list, "", err
+	}
+	list = list[:f.Limit]
+	last := list[len(list)-1]
+	return list, encodeCursor(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}), nil
+}
+
+// A cursor is opaque to clients: base64url of "<created_at unix nanos>:<id>".
+func encodeCursor(c store.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d:%s", c.CreatedAt.UnixNano(), c.ID))
+}
+
+func decodeCursor(s string) (store.Cursor, error) {
+	bad := errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "invalid cursor"),
+		"pass the X-Next-Cursor value of the previous page unchanged")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return store.Cursor{}, bad
+	}
+	nanos, id, ok := strings.Cut(string(b), ":")
+	n, err := strconv.ParseInt(nanos, 10, 64)
+	if !ok || err != nil || id == "" {
+		return store.Cursor{}, bad
+	}
+	return store.Cursor{CreatedAt: time.Unix(0, n).UTC(), ID: id}, nil
 }
 
 func validState(s string) bool {
@@ -704,6 +779,16 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
+// Purge deletes the records (and histories) of sandboxes destroyed longer
+// than Retention ago, and returns how many.
+func (m *Manager) Purge(ctx context.Context) (int, error) {
+	n, err := m.store.PurgeDestroyed(ctx, m.now().Add(-m.cfg.Retention))
+	if n > 0 {
+		m.cfg.Observer.Action("reaper", "purged")
+	}
+	return n, err
+}
+
 // Run reaps expired sandboxes every ReaperInterval until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	t := time.NewTicker(m.cfg.ReaperInterval)
@@ -717,6 +802,11 @@ func (m *Manager) Run(ctx context.Context) {
 				m.log.Error("reaper", "err", err, "reaped", n)
 			} else if n > 0 {
 				m.log.Info("reaper", "reaped", n)
+			}
+			if n, err := m.Purge(ctx); err != nil {
+				m.log.Error("purge destroyed records", "err", err)
+			} else if n > 0 {
+				m.log.Info("purged destroyed records", "purged", n, "retention", m.cfg.Retention)
 			}
 		}
 	}
@@ -744,16 +834,9 @@ func (m *Manager) running(ctx context.Context, id string) (store.Sandbox, error)
 }
 
 // Counts returns how many sandboxes the store holds in each state.
+// It is one aggregate query, not a walk over every record.
 func (m *Manager) Counts(ctx context.Context) (map[string]int, error) {
-	all, err := m.store.ListSandboxes(ctx, store.SandboxFilter{})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int{}
-	for _, sb := range all {
-		out[sb.State]++
-	}
-	return out, nil
+	return m.store.CountSandboxes(ctx)
 }
 
 // Stats is the JSON metrics summary.

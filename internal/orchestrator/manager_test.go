@@ -754,3 +754,47 @@ func TestSpawnEnvReachesCommands(t *testing.T) {
 		t.Fatalf("bad env name: %v", err)
 	}
 }
+
+// TestReaperPurgesAfterRetention: a destroyed record and its history stay
+// for Retention, then the reaper loop purges them.
+func TestReaperPurgesAfterRetention(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.ReaperInterval = 10 * time.Millisecond; c.Retention = time.Hour })
+	ctx := context.Background()
+	gone := e.spawn(t, SpawnRequest{})
+	kept := e.spawn(t, SpawnRequest{TTL: 3 * time.Hour})
+	if err := e.m.Destroy(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.m.Purge(ctx); n != 0 || err != nil {
+		t.Fatalf("purge within retention: %d %v", n, err)
+	}
+	if h, err := e.m.History(ctx, gone.ID); err != nil || len(h) < 2 {
+		t.Fatalf("history within retention: %v %v", h, err)
+	}
+	e.clock.Add(time.Hour + time.Minute)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { e.m.Run(runCtx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := e.st.GetSandbox(ctx, gone.ID); errors.Is(err, errdefs.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reaper did not purge the destroyed record")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if _, err := e.m.History(ctx, gone.ID); !errors.Is(err, errdefs.ErrSandboxNotFound) {
+		t.Errorf("history after purge: %v", err)
+	}
+	if _, err := e.m.Get(ctx, kept.ID); err != nil {
+		t.Errorf("a live sandbox was purged: %v", err)
+	}
+	counts, err := e.m.Counts(ctx)
+	if err != nil || counts["destroyed"] != 0 || counts["running"] < 1 {
+		t.Errorf("counts after purge = %v %v", counts, err)
+	}
+}

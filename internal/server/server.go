@@ -64,6 +64,8 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		MaxSandboxes:       cfg.Sandbox.MaxSandboxes,
 		MaxPerOwner:        cfg.Sandbox.MaxPerOwner,
 		ReaperInterval:     cfg.Sandbox.ReaperInterval,
+		Retention:          cfg.Store.Retention,
+		ReconcileInterval:  cfg.Sandbox.ReconcileInterval,
 		DefaultImage:       cfg.Sandbox.DefaultImage,
 		DefaultMemoryMB:    cfg.Sandbox.DefaultMemoryMB,
 		DefaultVCPUs:       cfg.Sandbox.DefaultVCPUs,

@@ -27,6 +27,16 @@ type Store interface {
 	UpdateSandbox(ctx context.Context, sb Sandbox) error
 	// History returns a sandbox's state transitions, oldest first.
 	History(ctx context.Context, id string) ([]Transition, error)
+	// CountSandboxes returns how many records are in each state, from one
+	// aggregate query; states without records are absent.
+	CountSandboxes(ctx context.Context) (map[string]int, error)
+	// PurgeDestroyed deletes the records in state destroyed whose
+	// UpdatedAt is before before, with their history, and returns how many.
+	PurgeDestroyed(ctx context.Context, before time.Time) (int, error)
+	// InstanceID returns this database's server instance id, minting it
+	// on first use: every later call, after a reopen too, returns the
+	// same value; two databases never share one.
+	InstanceID(ctx context.Context) (string, error)
 
 	// CreateTemplate stores t as version 1: Version is owned by the store.
 	CreateTemplate(ctx context.Context, t Template) error
@@ -73,6 +83,17 @@ type SandboxFilter struct {
 	// ExpiredBefore, when set, keeps records whose ExpiresAt is before it
 	// (a zero ExpiresAt never expires).
 	ExpiredBefore time.Time
+	// After, when set, keeps the records that follow it in list order
+	// (CreatedAt descending, then ID ascending): the next page.
+	After *Cursor
+	// Limit, when positive, returns at most that many records.
+	Limit int
+}
+
+// Cursor is a position in list order: the last record of a page.
+type Cursor struct {
+	CreatedAt time.Time
+	ID        string
 }
 
 // Transition is one entry in a sandbox's state history.

@@ -2,10 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/store"
@@ -144,11 +147,19 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 	if !f.ExpiredBefore.IsZero() {
 		where, args = append(where, "expires_at < ?"), append(args, clampNanos(f.ExpiredBefore))
 	}
+	if c := f.After; c != nil {
+		at := clampNanos(c.CreatedAt)
+		where = append(where, "(created_at < ? OR (created_at = ? AND id > ?))")
+		args = append(args, at, at, c.ID)
+	}
 	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	q += ` ORDER BY created_at DESC, id`
+	if f.Limit > 0 {
+		q, args = q+` LIMIT ?`, append(args, f.Limit)
+	}
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes: %w", err)
@@ -245,4 +256,71 @@ func (s *Store) History(ctx context.Context, id string) ([]store.Transition, err
 		}
 	}
 	return out, nil
+}
+
+// CountSandboxes counts records by state in one aggregate query.
+func (s *Store) CountSandboxes(ctx context.Context) (map[string]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM sandboxes GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count sandboxes: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			state string
+			n     int
+		)
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count sandboxes: %w", err)
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count sandboxes: %w", err)
+	}
+	return out, nil
+}
+
+// PurgeDestroyed deletes destroyed records last updated before before;
+// their history goes with them.
+func (s *Store) PurgeDestroyed(ctx context.Context, before time.Time) (int, error) {
+	var n int64
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		cut := clampNanos(before)
+		// Explicitly, not only by the foreign key's cascade: the history
+		// goes with its record whatever the connection's pragmas.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sandbox_history WHERE sandbox_id IN
+			(SELECT id FROM sandboxes WHERE state = ? AND updated_at < ?)`, stateDestroyed, cut); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM sandboxes WHERE state = ? AND updated_at < ?`, stateDestroyed, cut)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("purge destroyed sandboxes: %w", err)
+	}
+	return int(n), nil
+}
+
+// InstanceID mints the instance id on first use and keeps it in meta.
+func (s *Store) InstanceID(ctx context.Context) (string, error) {
+	var id string
+	err := s.withTx(ctx, func(tx *sql.Tx) error {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // never fails on supported platforms
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('instance_id', ?) ON CONFLICT (key) DO NOTHING`,
+			"inst-"+hex.EncodeToString(b[:])); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&id)
+	})
+	if err != nil {
+		return "", fmt.Errorf("instance id: %w", err)
+	}
+	return id, nil
 }

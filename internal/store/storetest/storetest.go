@@ -47,6 +47,10 @@ func Run(t *testing.T, open Open) {
 		{"History", testHistory},
 		{"ListFilters", testListFilters},
 		{"ListOrderTies", testListOrderTies},
+		{"ListPages", testListPages},
+		{"CountSandboxes", testCountSandboxes},
+		{"PurgeDestroyed", testPurgeDestroyed},
+		{"InstanceID", testInstanceID},
 		{"TemplateRoundTrip", testTemplateRoundTrip},
 		{"TemplateNilAndEmpty", testTemplateNilAndEmpty},
 		{"TemplateZeroTimes", testTemplateZeroTimes},
@@ -887,4 +891,135 @@ func testPersistence(t *testing.T, open Open) {
 
 	// And the reopened store is writable.
 	mustCreate(t, s, fullSandbox("sb-after-reopen"))
+}
+
+// testListPages walks every record page by page, with ties on CreatedAt
+// falling on page boundaries, and with filters: the pages together are
+// the unpaged list, in order, each record once.
+func testListPages(t *testing.T, open Open) {
+	s := newStore(t, open)
+	var all []store.Sandbox
+	for i := range 11 {
+		sb := fullSandbox(fmt.Sprintf("sb-%02d", i))
+		sb.CreatedAt = at(i / 3) // runs of three records share an instant
+		if i%4 == 0 {
+			sb.State = "destroyed"
+		}
+		all = append(all, sb)
+	}
+	mustCreate(t, s, all...)
+	for _, f := range []store.SandboxFilter{{}, {ExcludeDestroyed: true}, {OwnerID: "user-1", States: []string{"destroyed"}}} {
+		want, err := s.ListSandboxes(t.Context(), f)
+		if err != nil {
+			t.Fatalf("ListSandboxes: %v", err)
+		}
+		for _, limit := range []int{1, 2, 3, 4, 100} {
+			var got []string
+			pf := f
+			pf.Limit = limit
+			for range 20 {
+				page, err := s.ListSandboxes(t.Context(), pf)
+				if err != nil {
+					t.Fatalf("page: %v", err)
+				}
+				if len(page) > limit {
+					t.Fatalf("limit %d returned %d records", limit, len(page))
+				}
+				got = append(got, ids(page)...)
+				if len(page) < limit {
+					break
+				}
+				last := page[len(page)-1]
+				pf.After = &store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+			}
+			if !slices.Equal(got, ids(want)) {
+				t.Errorf("filter %+v, limit %d: pages = %v, want %v", f, limit, got, ids(want))
+			}
+		}
+	}
+}
+
+func testCountSandboxes(t *testing.T, open Open) {
+	s := newStore(t, open)
+	if c, err := s.CountSandboxes(t.Context()); err != nil || len(c) != 0 {
+		t.Fatalf("empty store counts = %v, %v", c, err)
+	}
+	for i, state := range []string{"running", "running", "error", "destroyed", "running"} {
+		sb := fullSandbox(fmt.Sprintf("sb-%d", i))
+		sb.State = state
+		mustCreate(t, s, sb)
+	}
+	c, err := s.CountSandboxes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"running": 3, "error": 1, "destroyed": 1}; !maps.Equal(c, want) {
+		t.Errorf("counts = %v, want %v", c, want)
+	}
+}
+
+// testPurgeDestroyed: only destroyed records updated before the cut go,
+// with their history; everything else stays.
+func testPurgeDestroyed(t *testing.T, open Open) {
+	s := newStore(t, open)
+	old, recent, live := fullSandbox("sb-old"), fullSandbox("sb-recent"), fullSandbox("sb-live")
+	mustCreate(t, s, old, recent, live)
+	old.State, old.UpdatedAt = "destroyed", at(10)
+	recent.State, recent.UpdatedAt = "destroyed", at(30)
+	live.State, live.UpdatedAt = "running", at(5)
+	mustUpdate(t, s, old)
+	mustUpdate(t, s, recent)
+	mustUpdate(t, s, live)
+
+	n, err := s.PurgeDestroyed(t.Context(), at(20))
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeDestroyed = %d, %v; want 1", n, err)
+	}
+	_, err = s.GetSandbox(t.Context(), old.ID)
+	checkClass(t, "purged record", err, errdefs.ErrSandboxNotFound)
+	_, err = s.History(t.Context(), old.ID)
+	checkClass(t, "purged history", err, errdefs.ErrSandboxNotFound)
+	mustGet(t, s, recent.ID)
+	if h := mustHistory(t, s, recent.ID); len(h) != 2 {
+		t.Errorf("history of a destroyed record within retention = %v", h)
+	}
+	mustGet(t, s, live.ID)
+	// The id of a purged record is free again.
+	mustCreate(t, s, fullSandbox(old.ID))
+	if h := mustHistory(t, s, old.ID); len(h) != 1 {
+		t.Errorf("a recreated record inherited the purged history: %v", h)
+	}
+	if n, err := s.PurgeDestroyed(t.Context(), at(20)); err != nil || n != 0 {
+		t.Errorf("second purge = %d, %v; want 0", n, err)
+	}
+}
+
+// testInstanceID: minted once, kept across reopening, distinct per store.
+func testInstanceID(t *testing.T, open Open) {
+	dir := t.TempDir()
+	s := openIn(t, open, dir)
+	id, err := s.InstanceID(t.Context())
+	if err != nil || id == "" {
+		t.Fatalf("InstanceID = %q, %v", id, err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if again, err := s.InstanceID(t.Context()); err != nil || again != id {
+				t.Errorf("InstanceID again = %q, %v; want %q", again, err, id)
+			}
+		})
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openIn(t, open, dir)
+	if again, err := s.InstanceID(t.Context()); err != nil || again != id {
+		t.Errorf("after reopening InstanceID = %q, %v; want %q", again, err, id)
+	}
+	other, err := newStore(t, open).InstanceID(t.Context())
+	if err != nil || other == id {
+		t.Errorf("another store's InstanceID = %q, %v; must differ from %q", other, err, id)
+	}
 }
