@@ -502,6 +502,14 @@ func (m *Manager) destroyWithin(ctx context.Context, p provider.Provider, id str
 	select {
 	case err = <-done:
 	case <-ctx.Done():
+		// The goroutine cancels ctx once Destroy returns: a result that is
+		// there already wins over the timeout.
+		select {
+		case err = <-done:
+			m.cfg.Observer.Op(p.Name(), "destroy", time.Since(start), err)
+			return err
+		default:
+		}
 		err = errdefs.WithHint(errdefs.New(errdefs.ErrProviderUnavailable,
 			"provider %s did not destroy sandbox %s within %s", p.Name(), id, m.cfg.DestroyTimeout),
 			"the runtime may be hung; the sandbox keeps its record, retry the destroy later")
