@@ -50,6 +50,10 @@ type Options struct {
 	DefaultTimeout time.Duration
 	// MaxUploadBytes bounds one /files upload; 0 means no limit.
 	MaxUploadBytes int64
+	// StreamWriteTimeout bounds each write of a response (each frame of a
+	// stream): a client that stops reading is dropped, and the command it
+	// watched goes on without it (default 30s).
+	StreamWriteTimeout time.Duration
 	// Scrub removes the server's host paths from messages that leave it
 	// (the server passes api.Scrubber); nil leaves them as they are.
 	Scrub  func(string) string
@@ -77,6 +81,9 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = 300 * time.Second
 	}
+	if opts.StreamWriteTimeout <= 0 {
+		opts.StreamWriteTimeout = 30 * time.Second
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret) // never fails on supported platforms
 	s := &server{m: m, opts: opts, log: opts.Logger, secret: secret, procs: newProcesses(), watchers: map[string]*watcher{}}
@@ -88,22 +95,26 @@ func New(m *orchestrator.Manager, opts Options) http.Handler {
 }
 
 // withAccessLog logs every request once it is done, as the API does for
-// its own routes.
+// its own routes, and bounds each write by StreamWriteTimeout.
 func (s *server) withAccessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &statusRecorder{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.opts.StreamWriteTimeout}
 		next.ServeHTTP(rec, r)
+		// The connection may carry another request: lift the deadline.
+		_ = rec.rc.SetWriteDeadline(time.Time{})
 		s.log.Info("e2b request", "method", r.Method, "path", Prefix+r.URL.Path, "status", cmp.Or(rec.status, http.StatusOK),
 			"duration", time.Since(start), "sandbox", r.Header.Get("E2b-Sandbox-Id"), "request_id", w.Header().Get("X-Request-ID"))
 	})
 }
 
-// statusRecorder remembers the status; it is an http.Flusher because
-// Connect's streams need one.
+// statusRecorder remembers the status and puts every write under a
+// deadline. It is an http.Flusher because Connect's streams need one.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	rc      *http.ResponseController
+	timeout time.Duration
+	status  int
 }
 
 func (rec *statusRecorder) WriteHeader(code int) {
@@ -117,6 +128,9 @@ func (rec *statusRecorder) Write(p []byte) (int, error) {
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
+	if err := rec.rc.SetWriteDeadline(time.Now().Add(rec.timeout)); err != nil {
+		return 0, err
+	}
 	return rec.ResponseWriter.Write(p)
 }
 
@@ -124,7 +138,9 @@ func (rec *statusRecorder) Flush() {
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
-	_ = http.NewResponseController(rec.ResponseWriter).Flush()
+	if rec.rc.SetWriteDeadline(time.Now().Add(rec.timeout)) == nil {
+		_ = rec.rc.Flush()
+	}
 }
 
 func (rec *statusRecorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }

@@ -26,7 +26,7 @@ const apiKey = "e2b-test-key"
 
 // start runs the real server (server.Serve: the API and the facade on one
 // loopback listener) with the mock provider, until the test ends.
-func start(t *testing.T) string {
+func start(t *testing.T, mods ...func(*config.Config)) string {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -37,6 +37,9 @@ func start(t *testing.T) string {
 	cfg.Server.APIKey = apiKey
 	cfg.Server.ShutdownTimeout = 5 * time.Second
 	cfg.Sandbox.DefaultImage = "test/image:1"
+	for _, m := range mods {
+		m(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -555,5 +558,44 @@ func TestWatcher(t *testing.T) {
 	}
 	if st := rpcCall(t, base, c, "filesystem.Filesystem/GetWatcherEvents", `{"watcherId":"`+w.WatcherId+`"}`, nil); st != 404 {
 		t.Fatalf("removed watcher: %d", st)
+	}
+}
+
+// TestStalledClientDoesNotHoldTheCommand: a client that starts a chatty
+// command and never reads is dropped after the write timeout, and the
+// command goes on (and ends) without it instead of blocking on its output.
+func TestStalledClientDoesNotHoldTheCommand(t *testing.T) {
+	base := start(t, func(c *config.Config) { c.Server.StreamWriteTimeout = 500 * time.Millisecond })
+	c := create(t, base, `{"templateID":"base"}`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096) // fill up soon
+	}
+	body := envelope(`{"process":{"cmd":"/bin/sh","args":["-c","head -c 50000000 /dev/zero; sleep 2"]}}`)
+	fmt.Fprintf(conn, "POST /e2b/envd/process.Process/Start HTTP/1.1\r\nHost: %s\r\nContent-Type: application/connect+json\r\n"+
+		"E2b-Sandbox-Id: %s\r\nX-Access-Token: %s\r\nContent-Length: %d\r\n\r\n%s",
+		strings.TrimPrefix(base, "http://"), c.SandboxID, c.EnvdAccessToken, len(body), body)
+	// Never read. The command must leave the process list by itself.
+	var list struct{ Processes []struct{ Pid uint32 } }
+	deadline := time.Now().Add(60 * time.Second)
+	sawIt := false
+	for {
+		list.Processes = nil
+		if st := rpcCall(t, base, c, "process.Process/List", `{}`, &list); st != 200 {
+			t.Fatalf("List: %d", st)
+		}
+		if len(list.Processes) > 0 {
+			sawIt = true
+		} else if sawIt {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command is still listed (seen: %v): a stalled client holds it", sawIt)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

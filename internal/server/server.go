@@ -104,10 +104,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	root := http.NewServeMux()
 	root.Handle("/", handler)
 	root.Handle(e2b.Prefix+"/", api.Guard(http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
-		APIKey:         cfg.Server.APIKey,
-		MaxUploadBytes: cfg.Server.MaxUploadBytes,
-		Scrub:          api.Scrubber(hostPaths(cfg)),
-		Logger:         log,
+		APIKey:             cfg.Server.APIKey,
+		MaxUploadBytes:     cfg.Server.MaxUploadBytes,
+		Scrub:              api.Scrubber(hostPaths(cfg)),
+		StreamWriteTimeout: cfg.Server.StreamWriteTimeout,
+		Logger:             log,
 	})), api.GuardOptions{AllowedHosts: cfg.Server.AllowedHosts, CORSOrigins: cfg.Server.CORSOrigins, Logger: log}))
 	srv := &http.Server{
 		Handler: root,
