@@ -12,6 +12,7 @@ import (
 	"github.com/stacyvm/stacyvm/docs"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/metrics"
+	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 )
 
@@ -61,6 +62,11 @@ type Options struct {
 	// reading is dropped, and its command killed, once one frame waits
 	// this long (default 30s).
 	StreamWriteTimeout time.Duration
+	// MemoryBudget, when set, bounds the memory JSON file bodies hold
+	// across concurrent requests (the Manager's budget bounds buffered
+	// exec output; the server shares one between them). Past it a request
+	// waits briefly, then gets 429 with Retry-After.
+	MemoryBudget *membudget.Budget
 	// MCP, when set, serves the Model Context Protocol (streamable HTTP)
 	// at POST /mcp, behind the same middleware as every other route.
 	MCP http.Handler

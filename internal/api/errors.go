@@ -10,9 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/membudget"
 )
 
 // Error codes of the contract, plus the extensions this server adds.
@@ -169,6 +172,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if !strings.HasSuffix(r.URL.Path, "/files/raw") {
 			body.Hint = "send large files as raw bytes with PUT /api/v1/sandboxes/{id}/files/raw"
 		}
+	}
+	if e, ok := errors.AsType[*membudget.Exhausted](err); ok && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(e.RetryAfter.Round(time.Second), time.Second)/time.Second)))
 	}
 	if e, ok := errors.AsType[*errMethodNotAllowed](err); ok {
 		if allow := s.allowedMethods(e.path); len(allow) > 0 {

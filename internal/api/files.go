@@ -22,6 +22,18 @@ type writeFileBody struct {
 }
 
 func (s *server) writeFile(w http.ResponseWriter, r *http.Request) {
+	// The body is held whole, once as read and once as the content
+	// string; a body of unknown length may be as large as the limit.
+	hold := r.ContentLength
+	if hold < 0 || hold > s.opts.MaxFileBytes {
+		hold = s.opts.MaxFileBytes
+	}
+	hold *= 2
+	if err := s.opts.MemoryBudget.Acquire(r.Context(), hold); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer s.opts.MemoryBudget.Release(hold)
 	var b writeFileBody
 	if err := decodeJSON(r.Body, &b, false); err != nil {
 		s.writeError(w, r, err)

@@ -60,6 +60,13 @@ type ServerConfig struct {
 	// WebSocket, events): a client that stops reading for this long is
 	// dropped and its command killed.
 	StreamWriteTimeout time.Duration `yaml:"stream_write_timeout"`
+	// MemoryBudgetBytes bounds the memory that buffered exec output and
+	// JSON file bodies hold across all concurrent requests; past it a
+	// request waits briefly, then gets 429 with Retry-After. 0 is no
+	// bound. The default, 1 GiB, admits dozens of commands at their full
+	// 16 MiB per stream (most hold 64 KiB) and JSON writes at their full
+	// limit, and stays within a small host's memory.
+	MemoryBudgetBytes int64 `yaml:"memory_budget_bytes"`
 }
 
 // StoreConfig is the SQLite database.
@@ -185,6 +192,7 @@ func Default() *Config {
 			MaxUploadBytes:     10 << 30,
 			ShutdownTimeout:    30 * time.Second,
 			StreamWriteTimeout: 30 * time.Second,
+			MemoryBudgetBytes:  1 << 30,
 		},
 		Store: StoreConfig{Path: "./stacyvm.db", Retention: 7 * 24 * time.Hour},
 		Log:   LogConfig{Level: "info", Format: "text"},

@@ -88,6 +88,7 @@ func TestDefaults(t *testing.T) {
 		"server.max_upload_bytes":      "10737418240",
 		"server.shutdown_timeout":      "30s",
 		"server.stream_write_timeout":  "30s",
+		"server.memory_budget_bytes":   "1073741824",
 		"store.path":                   "./stacyvm.db",
 		"store.retention":              "168h0m0s",
 		"log.level":                    "info",
@@ -274,6 +275,7 @@ server:
   max_upload_bytes: 0
   shutdown_timeout: 5s
   stream_write_timeout: 7s
+  memory_budget_bytes: 268435456
 store:
   path: /var/lib/stacyvm/db.sqlite
   retention: 48h
@@ -338,7 +340,7 @@ func TestLoadFullFile(t *testing.T) {
 	want := &Config{
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
 			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second,
-			StreamWriteTimeout: 7 * time.Second},
+			StreamWriteTimeout: 7 * time.Second, MemoryBudgetBytes: 256 << 20},
 		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite", Retention: 48 * time.Hour},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
@@ -690,6 +692,8 @@ func TestValidate(t *testing.T) {
 		{"negative file limit", map[string]string{"server.max_file_bytes": "-1"}, "server.max_file_bytes"},
 		{"negative upload limit", map[string]string{"server.max_upload_bytes": "-1"}, "server.max_upload_bytes"},
 		{"upload limit set", map[string]string{"server.max_upload_bytes": "1073741824"}, ""},
+		{"budget below two JSON files", map[string]string{"server.memory_budget_bytes": "1000"}, "server.memory_budget_bytes"},
+		{"no budget", map[string]string{"server.memory_budget_bytes": "0"}, ""},
 		{"zero exec grace", map[string]string{"guest.exec_grace": "0s"}, "guest.exec_grace"},
 		{"zero reply cap", map[string]string{"guest.max_reply_bytes": "0"}, "guest.max_reply_bytes"},
 		{"zero shutdown timeout", map[string]string{"server.shutdown_timeout": "0s"}, "server.shutdown_timeout"},

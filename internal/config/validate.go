@@ -39,6 +39,12 @@ func (c *Config) Validate() error {
 	v.notNegative("server.max_upload_bytes", s.MaxUploadBytes)
 	v.positiveDuration("server.shutdown_timeout", s.ShutdownTimeout)
 	v.positiveDuration("server.stream_write_timeout", s.StreamWriteTimeout)
+	v.notNegative("server.memory_budget_bytes", s.MemoryBudgetBytes)
+	if s.MemoryBudgetBytes > 0 && s.MaxFileBytes > 0 {
+		// A JSON file write holds its body twice (as read, as decoded).
+		v.check(s.MemoryBudgetBytes >= 2*s.MaxFileBytes, "server.memory_budget_bytes",
+			"%d is less than twice server.max_file_bytes (%d): the largest JSON file write could never run", s.MemoryBudgetBytes, s.MaxFileBytes)
+	}
 
 	v.check(c.Store.Path != "", "store.path", "is empty")
 	v.positiveDuration("store.retention", c.Store.Retention)

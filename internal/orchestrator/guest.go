@@ -1,16 +1,20 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/store"
 )
@@ -89,9 +93,16 @@ func (m *Manager) Exec(ctx context.Context, id string, req ExecRequest) (ExecRes
 }
 
 func (m *Manager) execOn(ctx context.Context, p provider.Provider, sb store.Sandbox, req ExecRequest) (ExecResult, error) {
-	stdout := &capped{max: m.cfg.MaxOutputBytes}
-	stderr := &capped{max: m.cfg.MaxOutputBytes}
+	stdout := &capped{max: m.cfg.MaxOutputBytes, ctx: ctx, budget: m.cfg.MemoryBudget}
+	stderr := &capped{max: m.cfg.MaxOutputBytes, ctx: ctx, budget: m.cfg.MemoryBudget}
+	defer stdout.release()
+	defer stderr.release()
 	st, err := m.stream(ctx, p, sb, req, stdout, stderr)
+	if berr := cmp.Or(stdout.err, stderr.err); berr != nil {
+		// The output could not be held: that, not the writer failure the
+		// provider reports, is what the caller must hear.
+		return ExecResult{}, fmt.Errorf("buffering the command's output: %w", berr)
+	}
 	res := ExecResult{
 		ExitCode:  st.ExitCode,
 		Stdout:    stdout.String(),
@@ -134,28 +145,58 @@ func (m *Manager) stream(ctx context.Context, p provider.Provider, sb store.Sand
 }
 
 // capped keeps the first max bytes written to it and counts the rest as
-// dropped; it never fails a write, so a chatty command is not killed by
-// a full buffer.
+// dropped, so a chatty command is not killed by a full buffer. What it
+// keeps is reserved from budget as the buffer grows (doubling, from 64
+// KiB); a write fails, which stops the command, only when the budget
+// has no room even after a wait.
 type capped struct {
 	mu        sync.Mutex
 	buf       []byte
 	max       int
 	truncated bool
+
+	ctx      context.Context
+	budget   *membudget.Budget
+	reserved int64
+	err      error
 }
+
+// minReservation is the first reservation of a buffer that gets output.
+const minReservation = 64 << 10
 
 func (c *capped) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	room := c.max - len(c.buf)
-	if room < len(p) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	take := min(len(p), max(c.max-len(c.buf), 0))
+	if take < len(p) {
 		c.truncated = true
-		if room > 0 {
-			c.buf = append(c.buf, p[:room]...)
-		}
+	}
+	if take == 0 {
 		return len(p), nil
 	}
-	c.buf = append(c.buf, p...)
+	if need := int64(len(c.buf) + take); need > c.reserved {
+		target := max(need, min(max(2*c.reserved, minReservation), int64(c.max)))
+		if err := c.budget.Acquire(c.ctx, target-c.reserved); err != nil {
+			c.err = err
+			return 0, err
+		}
+		c.reserved = target
+		// The buffer's capacity is what was reserved, no more.
+		c.buf = slices.Grow(c.buf, int(target)-len(c.buf))
+	}
+	c.buf = append(c.buf, p[:take]...)
 	return len(p), nil
+}
+
+// release returns the buffer's reservation.
+func (c *capped) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.budget.Release(c.reserved)
+	c.reserved = 0
 }
 
 func (c *capped) String() string {

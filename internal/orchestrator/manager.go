@@ -23,6 +23,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/store"
 )
@@ -55,6 +56,10 @@ type Config struct {
 	// destroy (503, retry later) instead of holding its sandbox, the
 	// reaper or a shutdown forever.
 	DestroyTimeout time.Duration
+	// MemoryBudget, when set, bounds the memory that buffered exec output
+	// holds across concurrent commands; nil means no bound beyond
+	// MaxOutputBytes per stream.
+	MemoryBudget *membudget.Budget
 
 	Logger   *slog.Logger
 	Observer Observer

@@ -20,6 +20,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/e2b"
 	"github.com/stacyvm/stacyvm/internal/mcp"
+	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -56,6 +57,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	announce(ctx, reg, log)
 
 	met := metrics.New(nil)
+	// One budget for buffered exec output (the Manager) and JSON file
+	// bodies (the API).
+	budget := membudget.New(cfg.Server.MemoryBudgetBytes, 0)
 	m := orchestrator.New(st, reg, orchestrator.Config{
 		DefaultTTL:         cfg.Sandbox.DefaultTTL,
 		MaxTTL:             cfg.Sandbox.MaxTTL,
@@ -71,6 +75,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		DefaultVCPUs:       cfg.Sandbox.DefaultVCPUs,
 		Orphans:            cfg.Sandbox.Orphans,
 		DestroyTimeout:     cfg.Sandbox.DestroyTimeout,
+		MemoryBudget:       budget,
 		Logger:             log,
 		Observer:           met,
 	})
@@ -93,6 +98,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		MaxFileBytes:       cfg.Server.MaxFileBytes,
 		MaxUploadBytes:     cfg.Server.MaxUploadBytes,
 		StreamWriteTimeout: cfg.Server.StreamWriteTimeout,
+		MemoryBudget:       budget,
 		Logger:             log,
 		Version:            version.String(),
 		ProviderConfigs:    providerConfigs(cfg),
