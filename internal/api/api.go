@@ -11,8 +11,8 @@ import (
 
 	"github.com/stacyvm/stacyvm/docs"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
-	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/membudget"
+	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 )
 

@@ -27,9 +27,10 @@ func TestMemoryBudget(t *testing.T) {
 	execPath := "/api/v1/sandboxes/" + sb.ID + "/exec"
 	filesPath := "/api/v1/sandboxes/" + sb.ID + "/files"
 
-	// Sixteen concurrent commands that each hold 3 MB of output for a
-	// while need far more than 8 MiB at once.
-	const hog = `head -c 3000000 /dev/zero | tr '\0' a; sleep 3`
+	// Two commands that each print 3 MB (a 4 MiB buffer) and then hold it
+	// for a while fill the budget exactly; fourteen more, a JSON file write
+	// and a streamed command then arrive while it is full.
+	const hog = `head -c 3000000 /dev/zero | tr '\0' a; sleep 5`
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -50,37 +51,39 @@ func TestMemoryBudget(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	for range 16 {
-		wg.Go(func() {
-			resp := e.call("POST", execPath, map[string]any{"command": hog})
-			defer resp.Body.Close()
-			switch resp.StatusCode {
-			case http.StatusOK:
-				var res execResultJSON
-				e.expectJSON(resp, http.StatusOK, &res)
-				if len(res.Stdout) != 3000000 {
-					t.Errorf("a command that got its memory returned %d bytes", len(res.Stdout))
-				}
-			case http.StatusTooManyRequests:
-				if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
-					t.Errorf("429 without a Retry-After: %q", resp.Header.Get("Retry-After"))
-				}
-				body := e.expectError(resp, http.StatusTooManyRequests, codeResourceLimit)
-				if !strings.Contains(body.Message, "memory budget") || body.Hint == "" {
-					t.Errorf("429 body = %+v", body)
-				}
-			default:
-				t.Errorf("status %d", resp.StatusCode)
+	runHog := func() {
+		resp := e.call("POST", execPath, map[string]any{"command": hog})
+		defer resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			var res execResultJSON
+			e.expectJSON(resp, http.StatusOK, &res)
+			if len(res.Stdout) != 3000000 {
+				t.Errorf("a command that got its memory returned %d bytes", len(res.Stdout))
 			}
-			mu.Lock()
-			statuses[resp.StatusCode]++
-			mu.Unlock()
-		})
+		case http.StatusTooManyRequests:
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Errorf("429 without a Retry-After: %q", resp.Header.Get("Retry-After"))
+			}
+			body := e.expectError(resp, http.StatusTooManyRequests, codeResourceLimit)
+			if !strings.Contains(body.Message, "memory budget") || body.Hint == "" {
+				t.Errorf("429 body = %+v", body)
+			}
+		default:
+			t.Errorf("status %d", resp.StatusCode)
+		}
+		mu.Lock()
+		statuses[resp.StatusCode]++
+		mu.Unlock()
+	}
+	for range 2 {
+		wg.Go(runHog)
+	}
+	e.waitFor("two commands to fill the budget", func() bool { return budget.InUse() == size })
+	for range 14 {
+		wg.Go(runHog)
 	}
 
-	// While the hogs hold the budget: a JSON file write waits, then is
-	// refused; a streamed command is not held back at all.
-	e.waitFor("the commands to fill the budget", func() bool { return budget.InUse() > size-(2<<20) })
 	resp := e.call("POST", filesPath, map[string]any{"path": "f.txt", "content": strings.Repeat("x", 1<<20)})
 	e.expectError(resp, http.StatusTooManyRequests, codeResourceLimit)
 	resp = e.call("POST", execPath, map[string]any{"command": "head -c 5000000 /dev/zero", "stream": true})
@@ -98,8 +101,8 @@ func TestMemoryBudget(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	t.Logf("statuses %v, peak reservation %d of %d", statuses, peak, size)
-	if statuses[http.StatusOK] == 0 || statuses[http.StatusTooManyRequests] == 0 {
-		t.Errorf("statuses %v: want some served and some refused", statuses)
+	if statuses[http.StatusOK] != 2 || statuses[http.StatusTooManyRequests] != 14 {
+		t.Errorf("statuses %v: want the two that filled the budget served and the fourteen after them refused", statuses)
 	}
 	if peak > size {
 		t.Errorf("peak reservation %d exceeds the budget %d", peak, size)
