@@ -496,13 +496,12 @@ func (m *Manager) destroyRuntime(p provider.Provider, id string) {
 // context. A call that hangs keeps its goroutine until the provider
 // returns; nobody waits for it.
 func (m *Manager) destroyWithin(ctx context.Context, p provider.Provider, id string) error {
+	// Only the deadline ends ctx while the select below waits.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.DestroyTimeout)
+	defer cancel()
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		defer cancel()
-		done <- p.Destroy(ctx, id)
-	}()
+	go func() { done <- p.Destroy(ctx, id) }()
 	var err error
 	select {
 	case err = <-done:
