@@ -168,6 +168,16 @@ type Manager struct {
 
 	mu   sync.RWMutex
 	live map[string]store.Sandbox // records not destroyed, by ID
+	// spawning holds the IDs whose spawn runs in this process: their
+	// records belong to the spawn, and reconcile leaves them alone.
+	spawning map[string]struct{}
+
+	// reconcileMu runs one Reconcile at a time; healthy is each
+	// provider's last probed health, to reconcile when one recovers.
+	reconcileMu    sync.Mutex
+	reconciledOnce bool // under reconcileMu
+	healthMu       sync.Mutex
+	healthy        map[string]bool
 
 	// locks serialise the read-modify-write of one sandbox's record
 	// (destroy, extend), one lock per sandbox in use.
@@ -187,6 +197,9 @@ func New(st store.Store, reg *provider.Registry, cfg Config) *Manager {
 		log:   cfg.Logger,
 		start: cfg.Now(),
 		live:  map[string]store.Sandbox{},
+
+		spawning: map[string]struct{}{},
+		healthy:  map[string]bool{},
 	}
 }
 
@@ -298,6 +311,7 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	if err := m.reserve(sb); err != nil {
 		return store.Sandbox{}, err
 	}
+	defer m.spawnDone(sb.ID)
 	if err := m.store.CreateSandbox(ctx, sb); err != nil {
 		m.forget(sb.ID)
 		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
@@ -435,9 +449,8 @@ func (m *Manager) reserve(sb store.Sandbox) error {
 	defer m.mu.Unlock()
 	total, owned := 0, 0
 	for _, s := range m.live {
-		if s.State == string(provider.StateError) {
-			continue
-		}
+		// Records in state error count: their runtime may still exist
+		// (reconcile marks a sandbox error when it cannot reach it).
 		total++
 		if sb.OwnerID != "" && s.OwnerID == sb.OwnerID {
 			owned++
@@ -454,7 +467,23 @@ func (m *Manager) reserve(sb store.Sandbox) error {
 			"destroy sandboxes you no longer need, or retry later")
 	}
 	m.live[sb.ID] = sb
+	m.spawning[sb.ID] = struct{}{}
 	return nil
+}
+
+// spawnDone ends the claim of a spawn on its record; called after the
+// spawn's last write to it.
+func (m *Manager) spawnDone(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.spawning, id)
+}
+
+func (m *Manager) isSpawning(id string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.spawning[id]
+	return ok
 }
 
 func (m *Manager) remember(sb store.Sandbox) {
@@ -479,7 +508,9 @@ func (m *Manager) fail(sb store.Sandbox, cause error) {
 	if err := m.store.UpdateSandbox(context.Background(), sb); err != nil {
 		m.log.Error("record failed spawn", "sandbox", sb.ID, "err", err)
 	}
-	m.remember(sb)
+	// It holds no runtime, so it takes no place under the limits; the
+	// record stays listed until destroyed or reconciled.
+	m.forget(sb.ID)
 	m.publish(events.SandboxError, sb.ID, map[string]string{"error": sb.LastError})
 	m.log.Warn("spawn failed", "sandbox", sb.ID, "provider", sb.Provider, "err", cause)
 }
@@ -801,8 +832,12 @@ func (m *Manager) Purge(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// Run reaps expired sandboxes every ReaperInterval until ctx ends.
+// Run reaps expired sandboxes every ReaperInterval, and reconciles every
+// ReconcileInterval and when a provider recovers, until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { m.keepReconciling(ctx) })
 	t := time.NewTicker(m.cfg.ReaperInterval)
 	defer t.Stop()
 	for {

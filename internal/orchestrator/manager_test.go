@@ -614,8 +614,13 @@ func TestReconcile(t *testing.T) {
 			if s := state(lost.ID); s != "error" {
 				t.Errorf("lost provider: %s (records are never deleted)", s)
 			}
-			if s := state(mid.ID); s != "error" || e.fake.has(mid.ID) {
+			// A spawn interrupted by a crash ends destroyed (its caller never
+			// received it), the reason in its history.
+			if s := state(mid.ID); s != "destroyed" || e.fake.has(mid.ID) {
 				t.Errorf("mid-spawn: %s, runtime kept=%v", s, e.fake.has(mid.ID))
+			}
+			if h, _ := e.st.History(ctx, mid.ID); len(h) == 0 || !strings.Contains(h[len(h)-1].Reason, "spawn interrupted") {
+				t.Errorf("mid-spawn history = %+v; the last entry must say the spawn was interrupted", h)
 			}
 			if e.fake.has(dead.ID) {
 				t.Error("runtime of a destroyed record survived")

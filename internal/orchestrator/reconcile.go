@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
@@ -32,7 +34,15 @@ type ReconcileReport struct {
 // destroyed by the Orphans policy, except that one never started (state
 // creating) is always destroyed; those whose record says destroyed are
 // removed.
+//
+// It runs at start and then periodically and whenever a provider recovers
+// (Run), beside live traffic: a record whose spawn runs in this process is
+// skipped, every other record is read again under its ID's lock (which
+// destroy, extend and the reaper hold too), and a runtime without a record
+// is looked up again before it is touched.
 func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	m.reconcileMu.Lock()
+	defer m.reconcileMu.Unlock()
 	var rep ReconcileReport
 	records, err := m.store.ListSandboxes(ctx, store.SandboxFilter{})
 	if err != nil {
@@ -59,49 +69,16 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			herr = errdefs.Wrap(errdefs.ErrProviderUnavailable, herr, "provider %q is unhealthy", name)
 		}
 		health[name] = herr
+		m.noteHealth(name, herr == nil)
 		return p, herr
 	}
 
 	var errs []error
-	for _, sb := range records {
-		if sb.State == string(provider.StateDestroyed) {
+	for _, listed := range records {
+		if listed.State == string(provider.StateDestroyed) {
 			continue
 		}
-		p, perr := providerOf(sb.Provider)
-		if perr != nil {
-			m.markError(ctx, sb, perr.Error(), &errs)
-			rep.Errored++
-			continue
-		}
-		info, serr := p.Status(ctx, sb.ID)
-		switch {
-		case errors.Is(serr, errdefs.ErrNotFound) || (serr == nil && info.State == provider.StateDestroyed):
-			m.markDestroyed(ctx, sb, "runtime gone after restart", &errs)
-			rep.Gone++
-		case serr != nil:
-			m.markError(ctx, sb, serr.Error(), &errs)
-			rep.Errored++
-		case info.State == provider.StateError:
-			m.markError(ctx, sb, "the provider reports the runtime broken", &errs)
-			rep.Errored++
-		case sb.State == string(provider.StateCreating):
-			m.destroyRuntime(p, sb.ID)
-			sb.State = string(provider.StateError)
-			m.markError(ctx, sb, "server stopped while the sandbox was being created", &errs)
-			rep.Destroyed++
-		default:
-			if want := adoptedState(info.State); sb.State != want {
-				sb.State = want
-				sb.LastError = ""
-				sb.UpdatedAt = m.now()
-				if err := m.store.UpdateSandbox(ctx, sb); err != nil {
-					errs = append(errs, err)
-				}
-			}
-			m.remember(sb)
-			m.cfg.Observer.Action("reconcile", "alive")
-			rep.Alive++
-		}
+		m.reconcileRecord(ctx, listed.ID, providerOf, &rep, &errs)
 	}
 
 	for _, e := range m.reg.Entries() {
@@ -119,6 +96,9 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		}
 		for _, info := range runtimes {
 			rec, known := byID[info.ID]
+			if !known && (m.isSpawning(info.ID) || m.recorded(ctx, info.ID)) {
+				continue // a spawn made it after the listing: not an orphan
+			}
 			switch {
 			case known && rec.State == string(provider.StateDestroyed):
 				m.destroyRuntime(e.Provider, info.ID)
@@ -149,7 +129,12 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		}
 	}
-	m.log.Info("reconciled", "alive", rep.Alive, "gone", rep.Gone, "errored", rep.Errored,
+	lvl := slog.LevelDebug
+	if rep.Gone+rep.Errored+rep.Adopted+rep.Destroyed > 0 || !m.reconciledOnce {
+		lvl = slog.LevelInfo
+	}
+	m.reconciledOnce = true
+	m.log.Log(ctx, lvl, "reconciled", "alive", rep.Alive, "gone", rep.Gone, "errored", rep.Errored,
 		"adopted", rep.Adopted, "destroyed", rep.Destroyed)
 	return rep, errors.Join(errs...)
 }
@@ -213,6 +198,113 @@ func (m *Manager) markError(ctx context.Context, sb store.Sandbox, reason string
 	m.cfg.Observer.Action("reconcile", "marked_error")
 }
 
+// reconcileRecord brings one record in line with its runtime. The spawn
+// claim is checked before the record is read again: a spawn of this
+// process writes its last state before it lets go of its claim, so a
+// record read after the claim is gone shows that state.
+func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf func(string) (provider.Provider, error),
+	rep *ReconcileReport, errs *[]error) {
+	if m.isSpawning(id) {
+		return
+	}
+	defer m.lockID(id)()
+	sb, err := m.store.GetSandbox(ctx, id)
+	if err != nil {
+		if !errors.Is(err, errdefs.ErrNotFound) { // not found: purged meanwhile
+			*errs = append(*errs, fmt.Errorf("reconcile: read %s: %w", id, err))
+		}
+		return
+	}
+	if sb.State == string(provider.StateDestroyed) {
+		return // destroyed meanwhile
+	}
+	creating := sb.State == string(provider.StateCreating)
+	p, perr := providerOf(sb.Provider)
+	if perr != nil {
+		if creating {
+			// Its fate is decided once the provider answers; it keeps its
+			// place under the limits meanwhile.
+			m.remember(sb)
+			return
+		}
+		m.markError(ctx, sb, perr.Error(), errs)
+		rep.Errored++
+		return
+	}
+	info, serr := p.Status(ctx, sb.ID)
+	gone := errors.Is(serr, errdefs.ErrNotFound) || (serr == nil && info.State == provider.StateDestroyed)
+	switch {
+	case creating && (gone || serr == nil):
+		// Left by a process that stopped mid-spawn: its caller never
+		// received it, so it ends destroyed, the reason in its history.
+		if !gone {
+			m.destroyRuntime(p, sb.ID)
+			rep.Destroyed++
+		} else {
+			rep.Gone++
+		}
+		m.markDestroyed(ctx, sb, "spawn interrupted: the server stopped while the sandbox was being created", errs)
+	case gone:
+		reason := "runtime gone"
+		if sb.State == string(provider.StateError) && sb.LastError != "" {
+			reason += " (it was in state error: " + sb.LastError + ")"
+		}
+		m.markDestroyed(ctx, sb, reason, errs)
+		rep.Gone++
+	case serr != nil:
+		m.markError(ctx, sb, serr.Error(), errs)
+		rep.Errored++
+	case info.State == provider.StateError:
+		m.markError(ctx, sb, "the provider reports the runtime broken", errs)
+		rep.Errored++
+	default:
+		if want := adoptedState(info.State); sb.State != want {
+			recovered := sb.State == string(provider.StateError)
+			sb.State = want
+			sb.LastError = ""
+			if recovered {
+				sb.LastError = "recovered: the runtime answers again"
+			}
+			sb.UpdatedAt = m.now()
+			if err := m.store.UpdateSandbox(ctx, sb); err != nil {
+				*errs = append(*errs, err)
+			}
+			if recovered {
+				m.publish(events.SandboxRunning, sb.ID, map[string]string{"reason": sb.LastError})
+			}
+		}
+		m.remember(sb)
+		m.cfg.Observer.Action("reconcile", "alive")
+		rep.Alive++
+	}
+}
+
+// noteHealth records a provider's probed health and reports whether it
+// just recovered (unhealthy at the previous probe, healthy now).
+func (m *Manager) noteHealth(name string, ok bool) (recovered bool) {
+	m.healthMu.Lock()
+	defer m.healthMu.Unlock()
+	prev, seen := m.healthy[name]
+	m.healthy[name] = ok
+	return seen && !prev && ok
+}
+
+// watchHealth probes every loaded provider and reports whether one of
+// them recovered since its previous probe.
+func (m *Manager) watchHealth(ctx context.Context) bool {
+	recovered := false
+	for _, e := range m.reg.Entries() {
+		if e.Provider == nil {
+			continue
+		}
+		if m.noteHealth(e.Name, provider.CheckHealth(ctx, e.Provider) == nil) {
+			m.log.Info("provider recovered; reconciling", "provider", e.Name)
+			recovered = true
+		}
+	}
+	return recovered
+}
+
 func (m *Manager) markDestroyed(ctx context.Context, sb store.Sandbox, reason string, errs *[]error) {
 	sb.State = string(provider.StateDestroyed)
 	sb.LastError = reason
@@ -223,4 +315,27 @@ func (m *Manager) markDestroyed(ctx context.Context, sb store.Sandbox, reason st
 	m.forget(sb.ID)
 	m.cfg.Observer.Action("reconcile", "gone")
 	m.publish(events.SandboxDestroyed, sb.ID, map[string]string{"reason": reason})
+}
+
+// keepReconciling reconciles every ReconcileInterval, and as soon as a
+// provider's health recovers (probed every ReaperInterval), until ctx ends.
+func (m *Manager) keepReconciling(ctx context.Context) {
+	full := time.NewTicker(m.cfg.ReconcileInterval)
+	defer full.Stop()
+	probe := time.NewTicker(m.cfg.ReaperInterval)
+	defer probe.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-full.C:
+		case <-probe.C:
+			if !m.watchHealth(ctx) {
+				continue
+			}
+		}
+		if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("reconcile finished with errors", "err", err)
+		}
+	}
 }
