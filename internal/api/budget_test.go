@@ -116,3 +116,28 @@ func TestMemoryBudget(t *testing.T) {
 		t.Errorf("%d bytes still reserved after the file write", n)
 	}
 }
+
+// TestDiskLimitUnsupported: a provider that cannot enforce disk_mb says so
+// in GET /providers, and a spawn asking for it is a 501, not a sandbox
+// without the limit.
+func TestDiskLimitUnsupported(t *testing.T) {
+	e := newEnv(t)
+	var provs []struct {
+		Name         string         `json:"name"`
+		Capabilities map[string]any `json:"capabilities"`
+	}
+	e.expectJSON(e.call("GET", "/api/v1/providers", nil), http.StatusOK, &provs)
+	if len(provs) != 1 || provs[0].Capabilities["disk_limit"] != false {
+		t.Fatalf("providers = %+v; want the mock declaring disk_limit false", provs)
+	}
+	body := e.expectError(e.call("POST", "/api/v1/sandboxes", map[string]any{"disk_mb": 100}), http.StatusNotImplemented, codeUnimplemented)
+	if !strings.Contains(body.Message, "disk_mb") || body.Hint == "" {
+		t.Errorf("501 body = %+v", body)
+	}
+	var list []sandboxJSON
+	e.expectJSON(e.call("GET", "/api/v1/sandboxes", nil), http.StatusOK, &list)
+	if len(list) != 0 {
+		t.Errorf("the refused spawn left %d sandboxes", len(list))
+	}
+	e.spawn(map[string]any{"disk_mb": 0})
+}

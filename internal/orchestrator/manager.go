@@ -282,6 +282,12 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	if req.DiskMB > 0 && !p.Capabilities().DiskLimit {
+		// Running without the limit asked for would be a silent downgrade.
+		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented,
+			"provider %s cannot enforce disk_mb on this host", p.Name()),
+			"omit disk_mb, or use a provider whose capabilities list disk_limit (GET /api/v1/providers)")
+	}
 
 	now := m.now()
 	sb := store.Sandbox{

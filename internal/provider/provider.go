@@ -122,6 +122,10 @@ type Capabilities struct {
 	ResourceLimits bool `json:"resource_limits"`
 	// Symlinks: code in the sandbox can create symbolic links.
 	Symlinks bool `json:"symlinks"`
+	// DiskLimit: Spec.DiskMB is enforced. A spawn that asks for a disk
+	// limit on a provider without it is refused (errdefs.ErrUnimplemented)
+	// rather than run unlimited.
+	DiskLimit bool `json:"disk_limit"`
 }
 
 // State is a sandbox's lifecycle state as the API reports it.

@@ -54,6 +54,10 @@ type Provider struct {
 	runtime   string // resolved: never empty
 	agentPath string
 	isolation provider.Isolation
+	// diskLimit says whether the storage driver can cap a container's
+	// writable layer; diskWhyNot says why not.
+	diskLimit  bool
+	diskWhyNot string
 
 	mu   sync.Mutex
 	live map[string]*sandbox // by sandbox ID; a cache, rebuilt from dockerd on a miss
@@ -130,6 +134,7 @@ func (p *Provider) init(ctx context.Context) error {
 			"docker: runtime %q is not registered with dockerd (it has %s)", p.runtime, strings.Join(names, ", ")),
 			`register it under "runtimes" in /etc/docker/daemon.json and reload dockerd`)
 	}
+	p.diskLimit, p.diskWhyNot = diskQuota(info.Driver, info.DriverStatus, localMounts(p.cli.DaemonHost()), info.DockerRootDir)
 	p.isolation = provider.IsolationContainer
 	if p.runtime == "runsc" || filepath.Base(rt.Path) == "runsc" {
 		p.isolation = provider.IsolationUserKernel
@@ -189,6 +194,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Network:        true,
 		ResourceLimits: true,
 		Symlinks:       true,
+		DiskLimit:      p.diskLimit,
 	}
 }
 
@@ -224,6 +230,11 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 	}
 	if spec.MemoryMB < 0 || spec.VCPUs < 0 || spec.DiskMB < 0 {
 		return provider.Info{}, errdefs.New(errdefs.ErrInvalidArgument, "docker: negative resource in spec")
+	}
+	if spec.DiskMB > 0 && !p.diskLimit {
+		return provider.Info{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented,
+			"docker: disk_mb cannot be enforced: %s", p.diskWhyNot),
+			"omit disk_mb, or run dockerd with overlay2 on xfs mounted with pquota, btrfs, zfs or devicemapper")
 	}
 	network := p.cfg.Network
 	switch spec.Network {
@@ -410,6 +421,9 @@ func (p *Provider) containerConfig(spec provider.Spec, env []string, network, so
 			NanoCPUs:   int64(vcpus) * 1e9,
 			PidsLimit:  &pids,
 		},
+	}
+	if spec.DiskMB > 0 {
+		hostConfig.StorageOpt = storageOpt(spec.DiskMB)
 	}
 	size := strconv.Itoa(p.cfg.TmpfsMB) + "m"
 	tmpfs := map[string]string{}

@@ -184,6 +184,8 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Network:        false,
 		ResourceLimits: true,
 		Symlinks:       true,
+		// The root drive is a file of disk_mb (at least the image's size).
+		DiskLimit: true,
 	}
 }
 

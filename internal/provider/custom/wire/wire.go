@@ -152,6 +152,7 @@ type Capabilities struct {
 	Network        bool   `json:"network"`
 	ResourceLimits bool   `json:"resource_limits"`
 	Symlinks       bool   `json:"symlinks"`
+	DiskLimit      bool   `json:"disk_limit,omitempty"`
 }
 
 // CapabilitiesToWire converts c.
@@ -159,6 +160,7 @@ func CapabilitiesToWire(c provider.Capabilities) Capabilities {
 	return Capabilities{
 		Isolation: c.Isolation.String(), Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
+		DiskLimit: c.DiskLimit,
 	}
 }
 
@@ -175,6 +177,7 @@ func CapabilitiesFromWire(c Capabilities) provider.Capabilities {
 	return provider.Capabilities{
 		Isolation: iso, Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
+		DiskLimit: c.DiskLimit,
 	}
 }
 
