@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHostileAgentWithDocker: code in a real container stops its agent
+// (the agent runs as the same user as the code it serves), so the host's
+// connections to it are never answered. Through the real server binary
+// and API, an exec (buffered and streamed) still ends at its timeout plus
+// guest.exec_grace, reported as a timeout; a file call ends at
+// guest.call_timeout as 503; and the sandbox is still destroyed cleanly.
+func TestHostileAgentWithDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real server and container; skipped in -short mode")
+	}
+	const image = "stacyvm/busybox:test"
+	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
+		msg := "needs dockerd with the image " + image + " (scripts/ci/docker-up.sh): " + strings.TrimSpace(string(out))
+		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	for _, b := range []struct{ out, pkg string }{{"stacyvm", "."}, {"stacyvm-agent", "../stacyvm-agent"}} {
+		build := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", b.out, err, out)
+		}
+	}
+	const grace, callTimeout = time.Second, 3 * time.Second
+	addr := "127.0.0.1:" + freePort(t)
+	base := "http://" + addr
+	logs := &syncBuffer{}
+	srv := exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", filepath.Join(dir, "stacyvm.db"))
+	srv.Dir = dir
+	srv.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
+		"STACYVM_GUEST_EXEC_GRACE="+grace.String(), "STACYVM_GUEST_CALL_TIMEOUT="+callTimeout.String())
+	srv.Stdout, srv.Stderr = logs, logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- srv.Wait() }()
+	t.Cleanup(func() { srv.Process.Kill(); <-exited })
+	waitHealthy(t, base, exited, logs)
+
+	call := func(method, path string, body any) (int, []byte, time.Duration) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, base+"/api/v1"+path, rd)
+		if rd != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, path, err, logs.String())
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out, time.Since(start)
+	}
+
+	code, out, _ := call("POST", "/sandboxes", map[string]any{"image": image, "ttl": "10m"})
+	var sb struct{ ID string }
+	if json.Unmarshal(out, &sb); code != 201 || sb.ID == "" {
+		t.Fatalf("spawn: %d %s\n%s", code, out, logs.String())
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", "stacyvm-"+sb.ID).Run() })
+	execPath := "/sandboxes/" + sb.ID + "/exec"
+
+	// The sandbox stops its agent (PID 1 is the reaper; the agent is its
+	// child) a moment after this command has answered.
+	code, out, _ = call("POST", execPath, map[string]any{"command": `setsid sh -c 'sleep 1; for p in $(pidof stacyvm-agent); do [ "$p" != 1 ] && kill -STOP "$p"; done' >/dev/null 2>&1 &`})
+	if code != 200 {
+		t.Fatalf("exec: %d %s", code, out)
+	}
+	time.Sleep(3 * time.Second)
+
+	const timeout = 2 * time.Second
+	bound := timeout + grace + 10*time.Second // slack for a loaded machine, far below "never"
+	code, out, took := call("POST", execPath, map[string]any{"command": "echo never", "timeout": timeout.String()})
+	var res struct {
+		Code     string `json:"code"`
+		Message  string `json:"message"`
+		TimedOut bool   `json:"timed_out"`
+		ExitCode int    `json:"exit_code"`
+	}
+	if json.Unmarshal(out, &res); code != http.StatusRequestTimeout || !res.TimedOut || res.ExitCode != -1 || !strings.Contains(res.Message, "host dropped") {
+		t.Fatalf("buffered exec against a stopped agent: %d %s", code, out)
+	}
+	if took < timeout+grace || took > bound {
+		t.Errorf("buffered exec took %s; want about %s", took, timeout+grace)
+	}
+
+	// Streamed: the last frame reports the timeout.
+	req, _ := http.NewRequest("POST", base+"/api/v1"+execPath, strings.NewReader(`{"command":"echo never","timeout":"2s","stream":true}`))
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	resp.Body.Close()
+	if took := time.Since(start); !strings.Contains(last, `"timed_out":true`) || took > bound {
+		t.Fatalf("stream against a stopped agent ended after %s with %q", took, last)
+	}
+
+	code, out, took = call("GET", "/sandboxes/"+sb.ID+"/files/stat?path=/etc/passwd", nil)
+	if code != http.StatusServiceUnavailable || took < callTimeout || took > callTimeout+10*time.Second {
+		t.Fatalf("stat against a stopped agent: %d %s after %s", code, out, took)
+	}
+
+	code, out, _ = call("DELETE", "/sandboxes/"+sb.ID, nil)
+	if code != 200 {
+		t.Fatalf("destroy: %d %s\n%s", code, out, logs.String())
+	}
+	if out, err := exec.Command("docker", "ps", "-aq", "--filter", "name=stacyvm-"+sb.ID).Output(); err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("container left behind: %q %v", out, err)
+	}
+}
