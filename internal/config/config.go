@@ -106,7 +106,19 @@ type SandboxConfig struct {
 	// (503) and the sandbox keeps its record, so a hung runtime never
 	// holds other sandboxes, the reaper or a shutdown.
 	DestroyTimeout time.Duration `yaml:"destroy_timeout"`
+	// LegacyRuntimes says what reconcile does with a runtime that has no
+	// record and carries no server instance id (made before instance ids
+	// existed): LegacyIgnore leaves it alone (another server on the same
+	// host may own it), LegacyClaim treats it as this server's (orphans
+	// then applies).
+	LegacyRuntimes string `yaml:"legacy_runtimes"`
 }
+
+// The values of SandboxConfig.LegacyRuntimes.
+const (
+	LegacyIgnore = "ignore"
+	LegacyClaim  = "claim"
+)
 
 // The values of SandboxConfig.Orphans.
 const (
@@ -207,6 +219,7 @@ func Default() *Config {
 			DefaultMemoryMB:    512,
 			DefaultVCPUs:       1,
 			Orphans:            OrphansAdopt,
+			LegacyRuntimes:     LegacyIgnore,
 			DestroyTimeout:     time.Minute,
 		},
 		Provider: ProviderConfig{Default: ProviderAuto},

@@ -101,6 +101,7 @@ func TestDefaults(t *testing.T) {
 		"sandbox.max_per_owner":        "0",
 		"sandbox.reaper_interval":      "30s",
 		"sandbox.reconcile_interval":   "1m0s",
+		"sandbox.legacy_runtimes":      "ignore",
 		"sandbox.default_image":        "",
 		"sandbox.default_memory_mb":    "512",
 		"sandbox.default_vcpus":        "1",
@@ -293,6 +294,7 @@ sandbox:
   default_memory_mb: 256
   default_vcpus: 2
   orphans: destroy
+  legacy_runtimes: claim
   destroy_timeout: 20s
 provider:
   default: docker
@@ -345,7 +347,7 @@ func TestLoadFullFile(t *testing.T) {
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
 			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second, ReconcileInterval: 2 * time.Minute,
-			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy",
+			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy", LegacyRuntimes: "claim",
 			DestroyTimeout: 20 * time.Second},
 		Provider: ProviderConfig{Default: "docker", Enabled: []string{"docker", "proot"}},
 		Mock:     MockConfig{Dir: "/tmp/m"},

@@ -71,6 +71,7 @@ func (c *Config) Validate() error {
 	v.positive("sandbox.default_memory_mb", int64(sb.DefaultMemoryMB))
 	v.positive("sandbox.default_vcpus", int64(sb.DefaultVCPUs))
 	v.oneOf("sandbox.orphans", sb.Orphans, OrphansAdopt, OrphansDestroy)
+	v.oneOf("sandbox.legacy_runtimes", sb.LegacyRuntimes, LegacyIgnore, LegacyClaim)
 	v.positiveDuration("sandbox.destroy_timeout", sb.DestroyTimeout)
 
 	p := c.Provider

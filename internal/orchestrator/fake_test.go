@@ -68,7 +68,8 @@ func (f *fakeProvider) Spawn(_ context.Context, spec provider.Spec) (provider.In
 		return provider.Info{}, f.spawnErr
 	}
 	info := provider.Info{ID: spec.ID, State: provider.StateRunning, Image: spec.Image, Handle: "h-" + spec.ID,
-		OwnerID: spec.OwnerID, Template: spec.Template, Metadata: maps.Clone(spec.Metadata), Created: time.Now()}
+		OwnerID: spec.OwnerID, Template: spec.Template, Metadata: maps.Clone(spec.Metadata), Created: time.Now(),
+		Instance: spec.Instance}
 	f.runtimes[spec.ID] = info
 	return info, nil
 }

@@ -48,6 +48,15 @@ type Config struct {
 	// Orphans says what reconcile does with a runtime that has no record:
 	// OrphansAdopt (default) or OrphansDestroy.
 	Orphans string
+	// InstanceID is this server's instance id (kept in its database):
+	// every runtime it spawns carries it, and reconcile adopts or removes
+	// only runtimes that carry it.
+	InstanceID string
+	// LegacyRuntimes says what reconcile does with a runtime without a
+	// record that carries no instance id (made before instance ids):
+	// LegacyIgnore (default: leave it alone, another server may own it)
+	// or LegacyClaim (treat it as this server's: Orphans applies).
+	LegacyRuntimes string
 	// MaxOutputBytes caps what a buffered exec keeps of each stream; the
 	// rest is dropped and the result says it was truncated.
 	MaxOutputBytes int
@@ -70,6 +79,12 @@ type Config struct {
 const (
 	OrphansAdopt   = "adopt"
 	OrphansDestroy = "destroy"
+)
+
+// Policies for runtimes without an instance id.
+const (
+	LegacyIgnore = "ignore"
+	LegacyClaim  = "claim"
 )
 
 // DefaultConfig is what the zero Config means.
@@ -329,7 +344,7 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	info, err := p.Spawn(ctx, provider.Spec{
 		ID: sb.ID, Image: sb.Image, MemoryMB: sb.MemoryMB, VCPUs: sb.VCPUs, DiskMB: sb.DiskMB,
 		Env: sb.Env, OwnerID: sb.OwnerID, Template: sb.Template, Metadata: sb.Metadata,
-		Network: req.Network,
+		Network: req.Network, Instance: m.cfg.InstanceID,
 	})
 	m.cfg.Observer.Op(sb.Provider, "spawn", time.Since(start), err)
 	if err != nil {

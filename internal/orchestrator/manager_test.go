@@ -18,6 +18,9 @@ import (
 	"github.com/stacyvm/stacyvm/internal/store/sqlite"
 )
 
+// testInstance is the instance id of the test's Manager.
+const testInstance = "inst-test"
+
 // clock is a settable time source.
 type clock struct{ ns atomic.Int64 }
 
@@ -54,7 +57,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	reg := provider.NewRegistry()
 	reg.Register(fake)
 	c := newClock()
-	cfg := Config{Now: c.Now, DefaultImage: "img:1"}
+	cfg := Config{Now: c.Now, DefaultImage: "img:1", InstanceID: testInstance}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -561,7 +564,7 @@ func TestReconcile(t *testing.T) {
 			}
 			// A runtime whose record says destroyed, and an orphan.
 			e.fake.addRuntime(provider.Info{ID: dead.ID, State: provider.StateRunning})
-			e.fake.addRuntime(provider.Info{ID: "sb-orphan000000000000", State: provider.StateRunning,
+			e.fake.addRuntime(provider.Info{ID: "sb-orphan000000000000", State: provider.StateRunning, Instance: testInstance,
 				Image: "img:orphan", OwnerID: "zed", Metadata: map[string]string{"m": "1"}})
 			// A record caught mid-spawn, with its runtime.
 			mid := store.Sandbox{ID: "sb-midspawn0000000000", Provider: "fake", Image: "i", State: "creating",
@@ -572,7 +575,12 @@ func TestReconcile(t *testing.T) {
 			e.fake.addRuntime(provider.Info{ID: mid.ID, State: provider.StateRunning})
 			// A runtime never started, with no record: removed whatever the
 			// policy, never adopted.
-			e.fake.addRuntime(provider.Info{ID: "sb-created00000000000", State: provider.StateCreating})
+			e.fake.addRuntime(provider.Info{ID: "sb-created00000000000", State: provider.StateCreating, Instance: testInstance})
+			// Another server's runtimes, and one from before instance ids:
+			// never adopted nor removed, whatever the policy.
+			e.fake.addRuntime(provider.Info{ID: "sb-foreign00000000000", State: provider.StateRunning, Instance: "inst-other"})
+			e.fake.addRuntime(provider.Info{ID: "sb-foreigncreated0000", State: provider.StateCreating, Instance: "inst-other"})
+			e.fake.addRuntime(provider.Info{ID: "sb-legacy000000000000", State: provider.StateRunning})
 			// A record of a provider that is no longer configured.
 			lost := store.Sandbox{ID: "sb-lostprovider000000", Provider: "gone", Image: "i", State: "running",
 				CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Hour)}
@@ -582,7 +590,7 @@ func TestReconcile(t *testing.T) {
 
 			reg := provider.NewRegistry()
 			reg.Register(e.fake)
-			m2 := New(e.st, reg, Config{Now: e.clock.Now, Orphans: policy})
+			m2 := New(e.st, reg, Config{Now: e.clock.Now, Orphans: policy, InstanceID: testInstance})
 			rep, err := m2.Reconcile(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -625,6 +633,14 @@ func TestReconcile(t *testing.T) {
 			if e.fake.has(dead.ID) {
 				t.Error("runtime of a destroyed record survived")
 			}
+			for _, id := range []string{"sb-foreign00000000000", "sb-foreigncreated0000", "sb-legacy000000000000"} {
+				if !e.fake.has(id) {
+					t.Errorf("%s: another instance's (or an unclaimed legacy) runtime was removed", id)
+				}
+				if _, err := e.st.GetSandbox(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
+					t.Errorf("%s: another instance's (or an unclaimed legacy) runtime was adopted: %v", id, err)
+				}
+			}
 			if e.fake.has("sb-created00000000000") {
 				t.Error("a never-started runtime without a record survived")
 			}
@@ -648,7 +664,7 @@ func TestReconcileBrokenRuntimeAndStoppedOrphan(t *testing.T) {
 	ctx := context.Background()
 	sb := e.spawn(t, SpawnRequest{})
 	e.fake.addRuntime(provider.Info{ID: sb.ID, State: provider.StateError})
-	e.fake.addRuntime(provider.Info{ID: "sb-stopped000000000000", State: provider.StateStopped})
+	e.fake.addRuntime(provider.Info{ID: "sb-stopped000000000000", State: provider.StateStopped, Instance: testInstance})
 	rep, err := e.m.Reconcile(ctx)
 	if err != nil || rep.Errored != 1 || rep.Adopted != 1 {
 		t.Fatalf("%+v %v", rep, err)

@@ -96,6 +96,9 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		}
 		for _, info := range runtimes {
 			rec, known := byID[info.ID]
+			if !known && !m.owns(info) {
+				continue // another server's, or a legacy one this server does not claim
+			}
 			if !known && (m.isSpawning(info.ID) || m.recorded(ctx, info.ID)) {
 				continue // a spawn made it after the listing: not an orphan
 			}
@@ -277,6 +280,17 @@ func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf fun
 		m.cfg.Observer.Action("reconcile", "alive")
 		rep.Alive++
 	}
+}
+
+// owns says whether a runtime without a record is this server's to adopt
+// or remove: it carries this server's instance id, or none under the
+// LegacyClaim policy. A runtime of another instance is never touched: two
+// servers with their own databases can share one dockerd.
+func (m *Manager) owns(info provider.Info) bool {
+	if info.Instance == "" {
+		return m.cfg.LegacyRuntimes == LegacyClaim
+	}
+	return info.Instance == m.cfg.InstanceID
 }
 
 // noteHealth records a provider's probed health and reports whether it

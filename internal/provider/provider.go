@@ -153,6 +153,10 @@ type Spec struct {
 	Metadata map[string]string
 	// Network is "" (the provider's configured default), "none" or "bridge".
 	Network string
+	// Instance is the spawning server's instance id. The provider keeps it
+	// with the runtime (a label, the state file) and reports it in Info,
+	// so that each server reconciles only its own runtimes.
+	Instance string
 }
 
 // Info is a provider's view of one runtime.
@@ -166,6 +170,9 @@ type Info struct {
 	Template string
 	Metadata map[string]string
 	Created  time.Time
+	// Instance is the Spec's Instance; "" for a runtime made before
+	// instance ids existed (or by a server that gave none).
+	Instance string
 }
 
 // ExecRequest is one command. Argv is run directly, without a shell; use

@@ -52,6 +52,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		}
 	}()
 
+	instance, err := st.InstanceID(ctx)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	log.Info("server instance", "instance", instance, "store", cfg.Store.Path)
+
 	reg, closeProviders := BuildRegistry(ctx, cfg, log)
 	defer closeProviders()
 	announce(ctx, reg, log)
@@ -74,6 +80,8 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		DefaultMemoryMB:    cfg.Sandbox.DefaultMemoryMB,
 		DefaultVCPUs:       cfg.Sandbox.DefaultVCPUs,
 		Orphans:            cfg.Sandbox.Orphans,
+		InstanceID:         instance,
+		LegacyRuntimes:     cfg.Sandbox.LegacyRuntimes,
 		DestroyTimeout:     cfg.Sandbox.DestroyTimeout,
 		MemoryBudget:       budget,
 		Logger:             log,

@@ -28,6 +28,8 @@ const (
 	// LabelTest marks containers made by tests, so that the tests and
 	// scripts/ci/docker-down.sh can find leftovers.
 	LabelTest = "stacyvm.test"
+	// LabelInstance names the server instance that spawned the container.
+	LabelInstance = "stacyvm.instance"
 )
 
 // containerName is the container of sandbox id. A fixed name makes a second
@@ -45,6 +47,9 @@ func (p *Provider) labels(spec provider.Spec, created time.Time) map[string]stri
 	l[LabelTemplate] = spec.Template
 	l[LabelCreated] = created.UTC().Format(time.RFC3339Nano)
 	l[LabelRuntime] = p.runtime
+	if spec.Instance != "" {
+		l[LabelInstance] = spec.Instance
+	}
 	for k, v := range spec.Metadata {
 		l[LabelMeta+k] = v
 	}
@@ -60,6 +65,7 @@ func infoFromLabels(labels map[string]string, containerID string, fallbackCreate
 		OwnerID:  labels[LabelOwner],
 		Template: labels[LabelTemplate],
 		Created:  fallbackCreated.UTC(),
+		Instance: labels[LabelInstance],
 	}
 	if t, err := time.Parse(time.RFC3339Nano, labels[LabelCreated]); err == nil {
 		info.Created = t

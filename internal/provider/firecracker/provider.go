@@ -302,7 +302,7 @@ func (p *Provider) spawn(ctx context.Context, spec provider.Spec, sh shape, v *v
 		ID: spec.ID, Handle: handleFor(spec.ID), Phase: phaseStarting,
 		Image: spec.Image, ImageDigest: img.Digest,
 		VCPUs: sh.VCPUs, MemoryMB: sh.MemoryMB, DiskMB: sh.DiskMB,
-		Env: spec.Env, OwnerID: spec.OwnerID, Template: spec.Template,
+		Env: spec.Env, OwnerID: spec.OwnerID, Template: spec.Template, Instance: spec.Instance,
 		Metadata: spec.Metadata, Created: time.Now().UTC(),
 	}
 	if err := writeState(v.dir, v.st); err != nil {
@@ -607,7 +607,7 @@ func (g envGuest) Exec(ctx context.Context, req provider.ExecRequest, stdout, st
 func (p *Provider) info(v *vm, state provider.State) provider.Info {
 	return provider.Info{
 		ID: v.st.ID, State: state, Image: v.st.Image, Handle: v.st.Handle,
-		OwnerID: v.st.OwnerID, Template: v.st.Template,
+		OwnerID: v.st.OwnerID, Template: v.st.Template, Instance: v.st.Instance,
 		Metadata: maps.Clone(v.st.Metadata), Created: v.st.Created,
 	}
 }

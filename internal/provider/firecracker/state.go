@@ -54,6 +54,7 @@ type vmState struct {
 	DiskMB      int               `json:"disk_mb,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
 	OwnerID     string            `json:"owner_id,omitempty"`
+	Instance    string            `json:"instance,omitempty"`
 	Template    string            `json:"template,omitempty"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
 	Created     time.Time         `json:"created"`

@@ -73,6 +73,7 @@ type state struct {
 	ID       string            `json:"id"`
 	Image    string            `json:"image"`
 	Owner    string            `json:"owner,omitempty"`
+	Instance string            `json:"instance,omitempty"`
 	Template string            `json:"template,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`
@@ -233,6 +234,7 @@ func (p *Provider) create(sdir string, spec provider.Spec) (*sandbox, error) {
 		ID:       spec.ID,
 		Image:    spec.Image,
 		Owner:    spec.OwnerID,
+		Instance: spec.Instance,
 		Template: spec.Template,
 		Metadata: maps.Clone(spec.Metadata),
 		Env:      maps.Clone(spec.Env),
@@ -347,6 +349,7 @@ func (sb *sandbox) info() provider.Info {
 		Image:    sb.st.Image,
 		Handle:   sb.dir,
 		OwnerID:  sb.st.Owner,
+		Instance: sb.st.Instance,
 		Template: sb.st.Template,
 		Metadata: maps.Clone(sb.st.Metadata),
 		Created:  sb.st.Created,

@@ -479,6 +479,7 @@ func (sb *sandbox) info(s provider.State) provider.Info {
 		Image:    sb.st.Image,
 		Handle:   sb.st.ID,
 		OwnerID:  sb.st.Owner,
+		Instance: sb.st.Instance,
 		Template: sb.st.Template,
 		Metadata: maps.Clone(sb.st.Metadata),
 		Created:  sb.st.Created,

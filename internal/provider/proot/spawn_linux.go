@@ -80,6 +80,7 @@ func (p *Provider) Spawn(ctx context.Context, spec provider.Spec) (provider.Info
 		ID:       spec.ID,
 		Image:    spec.Image,
 		Owner:    spec.OwnerID,
+		Instance: spec.Instance,
 		Template: spec.Template,
 		Metadata: maps.Clone(spec.Metadata),
 		Env:      maps.Clone(spec.Env),

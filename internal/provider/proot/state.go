@@ -44,6 +44,7 @@ type state struct {
 	ID       string            `json:"id"`
 	Image    string            `json:"image"`
 	Owner    string            `json:"owner,omitempty"`
+	Instance string            `json:"instance,omitempty"`
 	Template string            `json:"template,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`

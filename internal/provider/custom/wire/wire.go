@@ -200,16 +200,17 @@ type Spec struct {
 	Template string            `json:"template,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Network  string            `json:"network,omitempty"`
+	Instance string            `json:"instance,omitempty"`
 }
 
 func SpecToWire(s provider.Spec) Spec {
 	return Spec{ID: s.ID, Image: s.Image, MemoryMB: s.MemoryMB, VCPUs: s.VCPUs, DiskMB: s.DiskMB, Env: s.Env,
-		OwnerID: s.OwnerID, Template: s.Template, Metadata: s.Metadata, Network: s.Network}
+		OwnerID: s.OwnerID, Template: s.Template, Metadata: s.Metadata, Network: s.Network, Instance: s.Instance}
 }
 
 func SpecFromWire(s Spec) provider.Spec {
 	return provider.Spec{ID: s.ID, Image: s.Image, MemoryMB: s.MemoryMB, VCPUs: s.VCPUs, DiskMB: s.DiskMB, Env: s.Env,
-		OwnerID: s.OwnerID, Template: s.Template, Metadata: s.Metadata, Network: s.Network}
+		OwnerID: s.OwnerID, Template: s.Template, Metadata: s.Metadata, Network: s.Network, Instance: s.Instance}
 }
 
 // Info is one sandbox as the backend sees it.
@@ -223,16 +224,17 @@ type Info struct {
 	Template string            `json:"template,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Created  time.Time         `json:"created"`
+	Instance string            `json:"instance,omitempty"`
 }
 
 func InfoToWire(i provider.Info) Info {
 	return Info{ID: i.ID, State: string(i.State), Image: i.Image, Handle: i.Handle, Runtime: i.Runtime,
-		OwnerID: i.OwnerID, Template: i.Template, Metadata: i.Metadata, Created: i.Created}
+		OwnerID: i.OwnerID, Template: i.Template, Metadata: i.Metadata, Created: i.Created, Instance: i.Instance}
 }
 
 func InfoFromWire(i Info) provider.Info {
 	return provider.Info{ID: i.ID, State: provider.State(i.State), Image: i.Image, Handle: i.Handle, Runtime: i.Runtime,
-		OwnerID: i.OwnerID, Template: i.Template, Metadata: i.Metadata, Created: i.Created}
+		OwnerID: i.OwnerID, Template: i.Template, Metadata: i.Metadata, Created: i.Created, Instance: i.Instance}
 }
 
 // Snapshot is one entry of GET /v1/snapshots.
