@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/stacyvm/stacyvm/internal/events"
 )
 
 // smallBufferDialer dials with a 4 KiB receive buffer, so that a client
@@ -116,5 +118,59 @@ func TestClientThatStopsReadingIsDropped(t *testing.T) {
 				t.Errorf("heap grew by %d bytes while the client did not read", grew)
 			}
 		})
+	}
+}
+
+// TestEventSubscriberThatStopsReadingIsDropped: a subscriber to the event
+// stream that stops reading is disconnected within the stream write
+// timeout, however many events are published meanwhile.
+func TestEventSubscriberThatStopsReadingIsDropped(t *testing.T) {
+	closed := make(chan string, 16)
+	e := newEnv(t,
+		withOptions(func(o *Options) { o.StreamWriteTimeout = 300 * time.Millisecond }),
+		func(s *envSetup) {
+			s.server = func(hs *http.Server) {
+				hs.ConnState = func(c net.Conn, st http.ConnState) {
+					if st == http.StateClosed {
+						select {
+						case closed <- c.RemoteAddr().String():
+						default:
+						}
+					}
+				}
+			}
+		})
+	conn, err := smallBufferDialer().Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/v1/events HTTP/1.1\r\nHost: %s\r\n\r\n", e.srv.Listener.Addr())
+	// Never read.
+
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		big := strings.Repeat("e", 16<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.m.Events().Publish(events.Event{Type: "test.flood", Data: map[string]string{"x": big}})
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case addr := <-closed:
+			if addr == conn.LocalAddr().String() {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the server still holds a subscriber that stopped reading")
+		}
 	}
 }
