@@ -143,8 +143,14 @@ var ProviderNames = []string{"mock", "docker", "proot", "custom", "firecracker"}
 
 // MockConfig is the test double provider.
 type MockConfig struct {
+	// Dir holds the mock's sandboxes; "" is a directory of this server's
+	// own (MockBaseDir/<instance id>).
 	Dir string `yaml:"dir"`
 }
+
+// MockBaseDir is where the mock keeps its sandboxes when mock.dir is not
+// set: under it, one directory per server instance.
+func MockBaseDir() string { return filepath.Join(os.TempDir(), "stacyvm-mock") }
 
 // DockerConfig is the Docker provider.
 type DockerConfig struct {
@@ -223,7 +229,7 @@ func Default() *Config {
 			DestroyTimeout:     time.Minute,
 		},
 		Provider: ProviderConfig{Default: ProviderAuto},
-		Mock:     MockConfig{Dir: filepath.Join(os.TempDir(), "stacyvm-mock")},
+		Mock:     MockConfig{}, // Dir "": per server instance, see server.InstanceDirs
 		Docker: DockerConfig{
 			Runtime:   "runc",
 			Network:   "none",

@@ -84,8 +84,6 @@ func (c *Config) Validate() error {
 		v.check(slices.Contains(p.Enabled, p.Default), "provider.default", "%s is not in provider.enabled", p.Default)
 	}
 
-	v.check(c.Mock.Dir != "", "mock.dir", "is empty")
-
 	g := c.Guest
 	v.positiveDuration("guest.exec_grace", g.ExecGrace)
 	v.positiveDuration("guest.call_timeout", g.CallTimeout)

@@ -62,7 +62,11 @@ func openers() []opener {
 				Logger: log.With("provider", "custom")})
 		}},
 		{"mock", func(_ context.Context, cfg *config.Config, _ *slog.Logger) (provider.Provider, error) {
-			return mock.New(mock.Options{Dir: cfg.Mock.Dir})
+			dir := cfg.Mock.Dir
+			if dir == "" {
+				dir = config.MockBaseDir()
+			}
+			return mock.New(mock.Options{Dir: dir})
 		}},
 	}
 }

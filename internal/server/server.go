@@ -24,6 +24,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/proot"
 	"github.com/stacyvm/stacyvm/internal/store/sqlite"
 	"github.com/stacyvm/stacyvm/internal/version"
 )
@@ -57,6 +58,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		return fmt.Errorf("open store: %w", err)
 	}
 	log.Info("server instance", "instance", instance, "store", cfg.Store.Path)
+	cfg = InstanceDirs(cfg, instance)
 
 	reg, closeProviders := BuildRegistry(ctx, cfg, log)
 	defer closeProviders()
@@ -198,6 +200,25 @@ func announce(ctx context.Context, reg *provider.Registry, log *slog.Logger) {
 		log.Warn("!!! "+msg+" !!!", "provider", p.Name(),
 			"fix", "install Docker (or proot) and run `stacyvm doctor` to see what is missing")
 	}
+}
+
+// InstanceDirs returns cfg with every provider state directory left unset
+// made this server instance's own: the provider's host-wide default plus
+// the instance id, so that two servers on one host never share one (and
+// never see each other's sandboxes). The base stays the provider's usual
+// host path, which PRoot's unprivileged sandbox users can reach and whose
+// socket paths stay short. Directories set in the configuration are kept.
+func InstanceDirs(cfg *config.Config, instance string) *config.Config {
+	out := *cfg
+	if out.Mock.Dir == "" {
+		out.Mock.Dir = filepath.Join(config.MockBaseDir(), instance)
+	}
+	if out.Proot.StateDir == "" {
+		if base, err := proot.DefaultStateDir(); err == nil {
+			out.Proot.StateDir = filepath.Join(base, instance)
+		}
+	}
+	return &out
 }
 
 // hostPaths lists the server's own files and directories, which no

@@ -251,3 +251,43 @@ func TestHostPaths(t *testing.T) {
 		t.Errorf("hostPaths lists a bare command name: %v", got)
 	}
 }
+
+// TestServersKeepToTheirOwnSandboxes: two servers with their own
+// databases and no mock.dir set get state directories of their own, so
+// the second (with sandbox.orphans: destroy) neither adopts nor removes
+// the first one's sandbox, which is usable when the first comes back.
+func TestServersKeepToTheirOwnSandboxes(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir()) // the mock's base directory, for this test only
+	newCfg := func(db string) *config.Config {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Store.Path = db
+		cfg.Mock.Dir = ""
+		cfg.Sandbox.Orphans = config.OrphansDestroy
+		return cfg
+	}
+	dbA := filepath.Join(t.TempDir(), "a.db")
+	cfgA := newCfg(dbA)
+	base, stop := start(t, cfgA, io.Discard)
+	var sb struct{ ID, State string }
+	if code := call(t, "POST", base+"/api/v1/sandboxes", map[string]any{"image": "any"}, &sb); code != 201 {
+		t.Fatalf("spawn: %d", code)
+	}
+	stop()
+
+	baseB, stopB := start(t, newCfg(filepath.Join(t.TempDir(), "b.db")), io.Discard)
+	var list []struct{ ID string }
+	if code := call(t, "GET", baseB+"/api/v1/sandboxes", nil, &list); code != 200 || len(list) != 0 {
+		t.Fatalf("the second server lists %d sandboxes (%d); it must not adopt the first's", len(list), code)
+	}
+	stopB()
+
+	baseA, _ := start(t, newCfg(dbA), io.Discard)
+	var res struct{ Stdout string }
+	if code := call(t, "POST", baseA+"/api/v1/sandboxes/"+sb.ID+"/exec", map[string]any{"command": "echo back"}, &res); code != 200 || res.Stdout != "back\n" {
+		t.Fatalf("the first server's sandbox after the second ran: %d %q", code, res.Stdout)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(config.MockBaseDir(), "inst-*"))
+	if len(dirs) != 2 {
+		t.Errorf("mock state directories = %v; want one per server instance", dirs)
+	}
+}

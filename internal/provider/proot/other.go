@@ -21,3 +21,8 @@ func (p *Provider) Close() error { return nil }
 // Warning is empty: there is nothing to warn about on a host where the
 // provider cannot load.
 func (p *Provider) Warning() string { return "" }
+
+// DefaultStateDir fails: PRoot runs only on Linux.
+func DefaultStateDir() (string, error) {
+	return "", errdefs.New(errdefs.ErrProviderUnavailable, "proot: PRoot runs only on Linux")
+}

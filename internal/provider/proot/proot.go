@@ -161,7 +161,7 @@ func New(opts Options) (*Provider, error) {
 	if p.imagesDir, err = dirOption(opts.ImagesDir, "images_dir", "/var/lib/stacyvm/images", "XDG_DATA_HOME", ".local/share", "images"); err != nil {
 		return nil, err
 	}
-	if p.stateDir, err = dirOption(opts.StateDir, "state_dir", "/var/lib/stacyvm/proot", "XDG_STATE_HOME", ".local/state", "proot"); err != nil {
+	if p.stateDir, err = dirOption(opts.StateDir, "state_dir", defaultStateDir, "XDG_STATE_HOME", ".local/state", "proot"); err != nil {
 		return nil, err
 	}
 	if err := p.prepareStateDir(); err != nil {
@@ -254,6 +254,15 @@ func findAgent(path string) (string, error) {
 
 // dirOption returns the configured directory, or the default: fixed for
 // root, under $XDG_<...> or ~/<home> otherwise.
+const defaultStateDir = "/var/lib/stacyvm/proot"
+
+// DefaultStateDir is the state directory used when Options.StateDir is
+// empty: /var/lib/stacyvm/proot as root, else under XDG_STATE_HOME or
+// ~/.local/state.
+func DefaultStateDir() (string, error) {
+	return dirOption("", "state_dir", defaultStateDir, "XDG_STATE_HOME", ".local/state", "proot")
+}
+
 func dirOption(v, key, rootDefault, xdgVar, homeRel, leaf string) (string, error) {
 	if v == "" {
 		switch {
