@@ -284,6 +284,7 @@ func (s *suite) testAdoption(t *testing.T) {
 		Template: "tpl-" + token(),
 		Metadata: map[string]string{"purpose": "adoption test"},
 		Env:      map[string]string{"STACY_ADOPT": "kept"},
+		Instance: "inst-" + token(),
 	}
 	id := s.spawn(t, p1, spec)
 	writeFile(t, p1, id, "/workspace/before-restart.txt", []byte("written by the first instance"), 0)
@@ -303,10 +304,10 @@ func (s *suite) testAdoption(t *testing.T) {
 	}
 	got := list[i]
 	if got.State != provider.StateRunning || got.Image != s.h.Image || got.OwnerID != spec.OwnerID ||
-		got.Template != spec.Template || got.Metadata["purpose"] != "adoption test" {
-		t.Errorf("List reports %+v; want state running, image %q, owner, template and metadata as spawned", got, s.h.Image)
+		got.Template != spec.Template || got.Metadata["purpose"] != "adoption test" || got.Instance != spec.Instance {
+		t.Errorf("List reports %+v; want state running, image %q, owner, template, metadata and instance as spawned", got, s.h.Image)
 	}
-	if info, err := p2.Status(t.Context(), id); err != nil || info.State != provider.StateRunning {
+	if info, err := p2.Status(t.Context(), id); err != nil || info.State != provider.StateRunning || info.Instance != spec.Instance {
 		t.Errorf("Status through the second instance: %+v, %v", info, err)
 	}
 	if got := mustRead(t, p2, id, "/workspace/before-restart.txt"); got != "written by the first instance" {
