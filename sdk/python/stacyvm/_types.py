@@ -1,0 +1,183 @@
+"""What the API returns, typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, TypedDict, Union
+
+
+@dataclass
+class Sandbox:
+    id: str
+    state: str
+    provider: str
+    image: str
+    memory_mb: int = 0
+    vcpus: int = 0
+    owner_id: Optional[str] = None
+    template: Optional[str] = None
+    created_at: str = ""
+    expires_at: str = ""
+    metadata: Dict[str, str] = field(default_factory=dict)
+    preview_domain: str = ""
+    error: str = ""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Sandbox":
+        return cls(
+            id=d["id"],
+            state=d.get("state", ""),
+            provider=d.get("provider", ""),
+            image=d.get("image", ""),
+            memory_mb=d.get("memory_mb", 0),
+            vcpus=d.get("vcpus", 0),
+            owner_id=d.get("owner_id"),
+            template=d.get("template"),
+            created_at=d.get("created_at", ""),
+            expires_at=d.get("expires_at", ""),
+            metadata=dict(d.get("metadata") or {}),
+            preview_domain=d.get("preview_domain", ""),
+            error=d.get("error", ""),
+        )
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: str = ""
+    timed_out: bool = False
+    truncated: bool = False
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ExecResult":
+        return cls(
+            exit_code=d.get("exit_code", -1),
+            stdout=d.get("stdout", ""),
+            stderr=d.get("stderr", ""),
+            duration=d.get("duration", ""),
+            timed_out=bool(d.get("timed_out", False)),
+            truncated=bool(d.get("truncated", False)),
+        )
+
+
+@dataclass
+class StreamChunk:
+    """A piece of a streamed command's output."""
+
+    stream: str  # "stdout" or "stderr"
+    data: str
+
+
+@dataclass
+class StreamExit:
+    """The end of a streamed command. A non-zero exit code is not an error."""
+
+    exit_code: int
+    timed_out: bool = False
+    duration: str = ""
+
+
+ExecEvent = Union[StreamChunk, StreamExit]
+
+
+@dataclass
+class FileInfo:
+    path: str
+    size: int
+    mode: str
+    is_dir: bool
+    mod_time: str
+    is_symlink: bool = False
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "FileInfo":
+        return cls(
+            path=d["path"],
+            size=d.get("size", 0),
+            mode=d.get("mode", ""),
+            is_dir=bool(d.get("is_dir", False)),
+            mod_time=d.get("mod_time", ""),
+            is_symlink=bool(d.get("is_symlink", False)),
+        )
+
+
+@dataclass
+class Event:
+    """One server-sent event from GET /api/v1/events."""
+
+    id: int
+    type: str
+    time: str = ""
+    sandbox_id: str = ""
+    data: Dict[str, str] = field(default_factory=dict)
+
+
+class Template(TypedDict, total=False):
+    name: str
+    version: int
+    image: str
+    description: Optional[str]
+    setup: List[str]
+    env: Dict[str, str]
+    memory_mb: int
+    cpu_cores: int
+    ttl_seconds: int
+    pool_size: int
+    provider: Optional[str]
+    created_at: str
+    updated_at: str
+
+
+class Capabilities(TypedDict):
+    isolation: str
+    streaming: bool
+    adoption: bool
+    snapshots: bool
+    network: bool
+    resource_limits: bool
+    symlinks: bool
+
+
+class Provider(TypedDict, total=False):
+    name: str
+    healthy: bool
+    default: bool
+    capabilities: Capabilities
+    problem: str
+    sandbox_count: int
+    config: Dict[str, Any]
+
+
+class Snapshot(TypedDict):
+    image: str
+    provider: str
+    created_at: str
+
+
+class PoolStatus(TypedDict):
+    enabled: bool
+    vms: int
+    max_vms: int
+    total_users: int
+    max_users_per_vm: int
+
+
+class Health(TypedDict):
+    status: str
+    version: str
+    uptime: str
+
+
+class MetricsSummary(TypedDict, total=False):
+    uptime: str
+    sandboxes_active: int
+    sandboxes_by_state: Dict[str, int]
+    sandboxes_by_provider: Dict[str, int]
+    spawns_total: int
+    execs_total: int
+    spawn_failures_total: int
+    events_published_total: int
+    providers_loaded: List[str]
+    providers_declined: List[str]

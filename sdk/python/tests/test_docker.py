@@ -1,0 +1,32 @@
+"""Smoke path on a real runtime: a second server with only the Docker
+provider spawns stacyvm/busybox:test. Runs when STACYVM_TEST_DOCKER=1
+(scripts/test sets it after starting dockerd)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import API_KEY, RecordingTransport, start_server, stop_server
+from stacyvm import Client, StreamExit
+
+
+@pytest.mark.skipif(os.environ.get("STACYVM_TEST_DOCKER") != "1", reason="needs Docker: set STACYVM_TEST_DOCKER=1 (scripts/test does)")
+def test_docker_smoke() -> None:
+    with tempfile.TemporaryDirectory(prefix="stacyvm-py-docker-") as d:
+        srv = start_server(Path(d), provider="docker", extra="docker:\n  network: none\n")
+        try:
+            with Client(srv.url, api_key=API_KEY, transport=RecordingTransport()) as c:
+                with c.sandbox("stacyvm/busybox:test", ttl="5m") as sb:
+                    assert c.get(sb.id).provider == "docker"
+                    c.write_file(sb.id, "x.bin", bytes(range(256)))
+                    assert c.read_file(sb.id, "x.bin") == bytes(range(256))
+                    r = c.exec(sb.id, "cat /etc/passwd | head -1; uname -s")
+                    assert r.exit_code == 0 and "root" in r.stdout and "Linux" in r.stdout
+                    frames = list(c.exec_stream(sb.id, "echo a; sleep 0.2; echo b"))
+                    assert isinstance(frames[-1], StreamExit) and frames[-1].exit_code == 0
+        finally:
+            stop_server(srv)
