@@ -1,0 +1,187 @@
+/** What the API takes and returns. Field names are the wire's. */
+
+export type State = "creating" | "running" | "stopped" | "paused" | "destroyed" | "error";
+
+export interface Sandbox {
+  id: string;
+  state: State;
+  provider: string;
+  image: string;
+  memory_mb: number;
+  vcpus: number;
+  owner_id: string | null;
+  template: string | null;
+  created_at: string;
+  expires_at: string;
+  metadata: Record<string, string>;
+  preview_domain: string;
+  error?: string;
+}
+
+/** A Go duration string ("30s", "5m") or a number of seconds. */
+export type Duration = string | number;
+/** Octal permission bits: "0644" or 0o644. */
+export type Mode = string | number;
+
+export interface SpawnOptions {
+  image?: string;
+  provider?: string;
+  memory_mb?: number;
+  vcpus?: number;
+  ttl?: Duration;
+  template?: string;
+  owner_id?: string;
+  metadata?: Record<string, string>;
+  disk_mb?: number;
+  network?: "" | "none" | "bridge";
+}
+
+export interface TemplateSpawnOptions {
+  provider?: string;
+  ttl?: Duration;
+  owner_id?: string;
+  metadata?: Record<string, string>;
+}
+
+export interface ListOptions {
+  owner_id?: string;
+  state?: State;
+  provider?: string;
+}
+
+export interface ExecOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  workdir?: string;
+  timeout?: Duration;
+}
+
+export interface ExecResult {
+  exit_code: number;
+  stdout: string;
+  stderr: string;
+  duration: string;
+  timed_out?: boolean;
+  truncated?: boolean;
+}
+
+/** A piece of a streamed command's output. */
+export interface StreamChunk {
+  type: "chunk";
+  stream: "stdout" | "stderr";
+  data: string;
+}
+
+/** The end of a streamed command. A non-zero exit code is not an error. */
+export interface StreamExit {
+  type: "exit";
+  exit_code: number;
+  timed_out?: boolean;
+  duration?: string;
+}
+
+export type ExecFrame = StreamChunk | StreamExit;
+
+export interface FileInfo {
+  path: string;
+  size: number;
+  mode: string;
+  is_dir: boolean;
+  mod_time: string;
+  is_symlink?: boolean;
+}
+
+export interface Template {
+  name: string;
+  image: string;
+  version?: number;
+  description?: string | null;
+  setup?: string[];
+  env?: Record<string, string>;
+  memory_mb?: number;
+  cpu_cores?: number;
+  ttl_seconds?: number;
+  pool_size?: number;
+  provider?: string | null;
+  created_at?: string;
+  updated_at?: string;
+}
+
+export interface Capabilities {
+  isolation: "none" | "process" | "container" | "user-kernel" | "vm";
+  streaming: boolean;
+  adoption: boolean;
+  snapshots: boolean;
+  network: boolean;
+  resource_limits: boolean;
+  symlinks: boolean;
+}
+
+export interface Provider {
+  name: string;
+  healthy: boolean;
+  default: boolean;
+  capabilities: Capabilities;
+  problem?: string;
+}
+
+export interface ProviderDetail extends Provider {
+  sandbox_count: number;
+  config: Record<string, unknown>;
+}
+
+export interface Snapshot {
+  image: string;
+  provider: string;
+  created_at: string;
+}
+
+export interface PoolStatus {
+  enabled: boolean;
+  vms: number;
+  max_vms: number;
+  total_users: number;
+  max_users_per_vm: number;
+}
+
+export interface Health {
+  status: "ok";
+  version: string;
+  uptime: string;
+}
+
+export interface MetricsSummary {
+  uptime: string;
+  sandboxes_active: number;
+  sandboxes_by_state: Record<string, number>;
+  sandboxes_by_provider: Record<string, number>;
+  spawns_total: number;
+  execs_total: number;
+  spawn_failures_total: number;
+  events_published_total: number;
+  providers_loaded: string[];
+  providers_declined: string[];
+}
+
+export interface StacyEvent {
+  id: number;
+  type: string;
+  sandbox_id?: string;
+  time: string;
+  data?: Record<string, string>;
+}
+
+/** Every call takes an AbortSignal; aborting a stream kills its command. */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+/** A body for upload: bytes, text, a Blob, or a stream of bytes. */
+export type UploadSource =
+  | string
+  | Uint8Array
+  | ArrayBuffer
+  | Blob
+  | ReadableStream<Uint8Array>
+  | AsyncIterable<Uint8Array>
+  | Iterable<Uint8Array>;

@@ -1,0 +1,31 @@
+// Smoke path on a real runtime: a server with only the Docker provider
+// spawns stacyvm/busybox:test. Runs when STACYVM_TEST_DOCKER=1
+// (scripts/test sets it after starting dockerd).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { Client } from "../dist/index.js";
+import { startServer, API_KEY } from "./server.mjs";
+
+const docker = process.env.STACYVM_TEST_DOCKER === "1";
+
+test("docker smoke", { skip: docker ? false : "needs Docker: set STACYVM_TEST_DOCKER=1 (scripts/test does)" }, async () => {
+  const server = await startServer({ provider: "docker", extra: "docker:\n  network: none\n" });
+  try {
+    const c = new Client(server.url, { apiKey: API_KEY });
+    await c.withSandbox({ image: "stacyvm/busybox:test", ttl: "5m" }, async (sb) => {
+      assert.equal((await c.get(sb.id)).provider, "docker");
+      const bytes = new Uint8Array(256).map((_, i) => i);
+      await c.writeFile(sb.id, "x.bin", bytes);
+      assert.deepEqual(await c.readFile(sb.id, "x.bin"), bytes);
+      const r = await c.exec(sb.id, "head -1 /etc/passwd; uname -s");
+      assert.equal(r.exit_code, 0);
+      assert.match(r.stdout, /root[\s\S]*Linux/);
+      const frames = [];
+      for await (const f of c.execStream(sb.id, "echo a; sleep 0.2; echo b")) frames.push(f);
+      assert.deepEqual(frames.at(-1).exit_code, 0);
+    });
+  } finally {
+    await server.stop();
+  }
+});
