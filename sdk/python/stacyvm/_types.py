@@ -138,6 +138,7 @@ class Capabilities(TypedDict):
     network: bool
     resource_limits: bool
     symlinks: bool
+    disk_limit: bool
 
 
 class Provider(TypedDict, total=False):

@@ -30,6 +30,7 @@ from stacyvm import (
     StacyVMError,
     StreamChunk,
     StreamExit,
+    UnimplementedError,
     UnsupportedMediaTypeError,
 )
 
@@ -49,7 +50,7 @@ def sb(client: Client):
 def test_sandbox_lifecycle(client: Client) -> None:
     owner = "owner-" + uuid.uuid4().hex[:8]
     s = client.spawn("img/x:1", provider="mock", memory_mb=256, vcpus=1, ttl=600, owner_id=owner,
-                     metadata={"k": "v"}, disk_mb=100, network="none")
+                     metadata={"k": "v"}, network="none")
     assert s.id.startswith("sb-") and s.state == "running" and s.provider == "mock"
     assert s.image == "img/x:1" and s.owner_id == owner and s.metadata == {"k": "v"} and s.memory_mb == 256
     got = client.get(s.id)
@@ -184,7 +185,8 @@ def test_templates(client: Client) -> None:
 def test_system(client: Client) -> None:
     provs = client.providers()
     assert [p["name"] for p in provs] == ["mock"] and provs[0]["default"]
-    assert client.provider("mock")["capabilities"]["isolation"] == "none"
+    caps = client.provider("mock")["capabilities"]
+    assert caps["isolation"] == "none" and caps["disk_limit"] is False
     assert client.test_providers() == {"mock": True}
     assert isinstance(client.snapshots(), list)
     assert "enabled" in client.pool_status()
@@ -224,6 +226,10 @@ def test_error_classes(server, client: Client, sb) -> None:
         with Client(server.url, api_key="wrong") as bad:
             bad.list()
     assert a.value.status == 401
+    # The mock cannot limit disk space, and says so.
+    with pytest.raises(UnimplementedError) as un:
+        client.spawn(disk_mb=100, ttl=60)
+    assert un.value.status == 501 and un.value.hint
     with pytest.raises(NotFoundError) as nf:
         client.get("sb-00000000000000000000")
     assert type(nf.value) is NotFoundError
@@ -255,7 +261,7 @@ def test_error_classes(server, client: Client, sb) -> None:
 def test_error_mapping_without_a_server() -> None:
     """Classes no live request can provoke on the mock (a provider down, an
     internal error), and Retry-After, through httpx's MockTransport."""
-    from stacyvm import InternalError, UnavailableError, UnimplementedError, MisdirectedRequestError
+    from stacyvm import InternalError, MisdirectedRequestError, UnavailableError
 
     answers = {
         "/api/v1/providers": (503, {"code": "UNAVAILABLE", "message": "docker is down", "request_id": "r1", "hint": "start it"}, {}),

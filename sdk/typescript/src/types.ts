@@ -115,6 +115,7 @@ export interface Capabilities {
   network: boolean;
   resource_limits: boolean;
   symlinks: boolean;
+  disk_limit: boolean;
 }
 
 export interface Provider {

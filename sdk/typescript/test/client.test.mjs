@@ -40,7 +40,7 @@ after(async () => {
 test("sandbox lifecycle", async () => {
   const owner = "owner-" + uid();
   const s = await c.spawn({ image: "img/x:1", provider: "mock", memory_mb: 256, vcpus: 1, ttl: 600, owner_id: owner,
-    metadata: { k: "v" }, disk_mb: 100, network: "none" });
+    metadata: { k: "v" }, network: "none" });
   assert.match(s.id, /^sb-[0-9a-f]{16,}$/);
   assert.equal(s.state, "running");
   assert.equal(s.owner_id, owner);
@@ -193,6 +193,8 @@ test("error classes from the live server", async () => {
   await assert.rejects(c.spawn({ ttl: "soon" }), (e) => e instanceof BadRequestError && e.status === 400 && e.hint !== "" && e.requestId !== "");
   await assert.rejects(new Client(server.url, { apiKey: "wrong" }).list(), (e) => e instanceof AuthError && e.status === 401);
   await assert.rejects(c.get("sb-00000000000000000000"), (e) => e.constructor === NotFoundError);
+  // The mock cannot limit disk space, and says so.
+  await assert.rejects(c.spawn({ disk_mb: 100, ttl: 60 }), (e) => e instanceof UnimplementedError && e.status === 501 && e.hint !== "");
   // A browser page on an origin the server does not list; then one it does.
   const foreign = new Client(server.url, { apiKey: API_KEY, headers: { Origin: "http://evil.example" }, fetch: recordingFetch });
   await assert.rejects(foreign.spawn(), ForbiddenError);
