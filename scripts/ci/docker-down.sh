@@ -8,6 +8,9 @@
 #                             (label stacyvm.sandbox-id), not just the tests'
 #   docker-down.sh --images   also remove the stacyvm/*:test images (the
 #                             Debian rootfs tarball stays cached)
+#   docker-down.sh --keep-daemon  remove the test containers and networks
+#                             only; the registry and dockerd keep running
+#                             (scripts/test, when they ran before it did)
 #
 # Only processes whose PIDs docker-up.sh recorded are stopped; a dockerd that
 # someone else started is left running.
@@ -17,12 +20,13 @@ STATE=${STACYVM_CI_STATE:-/tmp/stacyvm-ci}
 DOCKER=/usr/bin/docker
 export DOCKER_HOST=unix:///var/run/docker.sock
 
-all=0 images=0
+all=0 images=0 keep=0
 for a in "$@"; do
 	case $a in
 	--all) all=1 ;;
 	--images) images=1 ;;
-	*) echo "usage: $0 [--all] [--images]" >&2; exit 2 ;;
+	--keep-daemon) keep=1 ;;
+	*) echo "usage: $0 [--all] [--images] [--keep-daemon]" >&2; exit 2 ;;
 	esac
 done
 
@@ -80,6 +84,7 @@ remove_images() {
 
 step containers remove_containers
 step images remove_images
+[ $keep = 1 ] && exit 0
 step registry stop_pid docker-registry "$STATE/registry.pid"
 rm -rf "$STATE/registry-data"
 step dockerd stop_pid dockerd "$STATE/dockerd.pid"
