@@ -4,22 +4,29 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// TestHostileAgentWithDocker: code in a real container stops its agent
-// (the agent runs as the same user as the code it serves), so the host's
-// connections to it are never answered. Through the real server binary
-// and API, an exec (buffered and streamed) still ends at its timeout plus
-// guest.exec_grace, reported as a timeout; a file call ends at
-// guest.call_timeout as 503; and the sandbox is still destroyed cleanly.
+// TestHostileAgentWithDocker runs the real server binary on Docker. First,
+// a client streams a command that prints without end and stops reading:
+// the server drops it within server.stream_write_timeout, the command's
+// process tree is gone from the container, and the server's memory stays
+// flat. Then code in the container stops its agent (the agent runs as the
+// same user as the code it serves), so the host's connections to it are
+// never answered: an exec (buffered and streamed) still ends at its
+// timeout plus guest.exec_grace, reported as a timeout; a file call ends
+// at guest.call_timeout as 503; and the sandbox is still destroyed cleanly.
 func TestHostileAgentWithDocker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real server and container; skipped in -short mode")
@@ -48,7 +55,8 @@ func TestHostileAgentWithDocker(t *testing.T) {
 	srv := exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", filepath.Join(dir, "stacyvm.db"))
 	srv.Dir = dir
 	srv.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
-		"STACYVM_GUEST_EXEC_GRACE="+grace.String(), "STACYVM_GUEST_CALL_TIMEOUT="+callTimeout.String())
+		"STACYVM_GUEST_EXEC_GRACE="+grace.String(), "STACYVM_GUEST_CALL_TIMEOUT="+callTimeout.String(),
+		"STACYVM_SERVER_STREAM_WRITE_TIMEOUT=1s")
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -86,6 +94,57 @@ func TestHostileAgentWithDocker(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", "stacyvm-"+sb.ID).Run() })
 	execPath := "/sandboxes/" + sb.ID + "/exec"
+
+	// A client that stops reading a stream.
+	alive := func() string {
+		t.Helper()
+		code, out, _ := call("POST", execPath, map[string]any{"command": `for f in /tmp/stall-sh.pid /tmp/stall-bg.pid; do [ -s $f ] || { echo missing $f; continue; }; ` +
+			`p=$(cat $f); if [ -d /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status 2>/dev/null; then echo alive $p; fi; done`})
+		var res struct{ Stdout string }
+		if json.Unmarshal(out, &res); code != 200 {
+			t.Fatalf("check exec: %d %s", code, out)
+		}
+		return strings.TrimSpace(res.Stdout)
+	}
+	rss := func() int64 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.Process.Pid))
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return n << 10
+			}
+		}
+		return 0
+	}
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	slow, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	body := `{"stream":true,"timeout":"1h","command":"echo $$ > /tmp/stall-sh.pid; sleep 1000 & echo $! > /tmp/stall-bg.pid; while :; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done"}`
+	fmt.Fprintf(slow, "POST /api/v1%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", execPath, addr, len(body), body)
+	began := time.Now()
+	for strings.Count(alive(), "alive") != 2 {
+		if time.Since(began) > 30*time.Second {
+			t.Fatalf("the stalling command did not start: %q", alive())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rssBefore := rss()
+	for out := alive(); out != ""; out = alive() {
+		if time.Since(began) > 60*time.Second {
+			t.Fatalf("%s after the client stopped reading, still %q", time.Since(began), out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("stalled stream's process tree gone %s after it began; server RSS %d → %d KiB",
+		time.Since(began).Round(time.Millisecond), rssBefore>>10, rss()>>10)
+	if grew := rss() - rssBefore; grew > 64<<20 {
+		t.Errorf("server RSS grew by %d bytes while a client did not read", grew)
+	}
 
 	// The sandbox stops its agent (PID 1 is the reaper; the agent is its
 	// child) a moment after this command has answered.
