@@ -558,8 +558,7 @@ func (m *Manager) destroyWithin(ctx context.Context, p provider.Provider, id str
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		// The goroutine cancels ctx once Destroy returns: a result that is
-		// there already wins over the timeout.
+		// A Destroy that returned just as the deadline passed still wins.
 		select {
 		case err = <-done:
 			m.cfg.Observer.Op(p.Name(), "destroy", time.Since(start), err)
