@@ -17,7 +17,8 @@ CGO_ENABLED=0 go build -o "$bin/stacyvm-agent" ./cmd/stacyvm-agent
 export STACYVM_BIN=$bin/stacyvm
 
 t0=$(now)
-echo "sdk-test: python (sdk/python)"
+echo "sdk-test: python (sdk/python): mypy --strict, then pytest"
+(cd sdk/python && /usr/bin/python3 -m mypy --strict stacyvm)
 # pytest exits 0 only when every collected test passed; 5 (nothing
 # collected) is a failure too.
 (cd sdk/python && /usr/bin/python3 -m pytest -p no:cacheprovider -W error::RuntimeWarning -rs tests) || {

@@ -210,7 +210,8 @@ class AsyncClient:
                 content = source
             else:
                 content = ops.aiter_bytes(source)
-            return int((await self._send(op, content=content)).json()["size"])
+            size = int((await self._send(op, content=content)).json()["size"])
+        return size
 
     async def delete_file(self, sandbox_id: str, path: str, recursive: bool = False) -> None:
         params = {"path": path}

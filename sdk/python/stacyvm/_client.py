@@ -233,7 +233,8 @@ class Client:
                 content = ops.read_chunks(source)
             else:
                 content = source
-            return int(self._send(op, content=content).json()["size"])
+            size = int(self._send(op, content=content).json()["size"])
+        return size
 
     def delete_file(self, sandbox_id: str, path: str, recursive: bool = False) -> None:
         params = {"path": path}
