@@ -18,6 +18,7 @@ type Capabilities struct {
 	Network        bool   `json:"network"`
 	ResourceLimits bool   `json:"resource_limits"`
 	Symlinks       bool   `json:"symlinks"`
+	Terminal       bool   `json:"terminal"`
 }
 
 // ProviderInfo describes one provider the server knows.

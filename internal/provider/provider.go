@@ -126,6 +126,9 @@ type Capabilities struct {
 	// limit on a provider without it is refused (errdefs.ErrUnimplemented)
 	// rather than run unlimited.
 	DiskLimit bool `json:"disk_limit"`
+	// Terminal: the provider implements Terminals (interactive sessions on
+	// a pseudo-terminal).
+	Terminal bool `json:"terminal"`
 }
 
 // State is a sandbox's lifecycle state as the API reports it.

@@ -195,6 +195,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		ResourceLimits: true,
 		Symlinks:       true,
 		DiskLimit:      p.diskLimit,
+		Terminal:       true,
 	}
 }
 

@@ -186,6 +186,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Symlinks:       true,
 		// The root drive is a file of disk_mb (at least the image's size).
 		DiskLimit: true,
+		Terminal:  true,
 	}
 }
 

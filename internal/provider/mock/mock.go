@@ -121,6 +121,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Streaming: true,
 		Adoption:  true,
 		Symlinks:  true,
+		Terminal:  true,
 	}
 }
 

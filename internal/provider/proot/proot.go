@@ -341,6 +341,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Streaming: true,
 		Adoption:  true,
 		Symlinks:  true,
+		Terminal:  true,
 	}
 }
 

@@ -1,0 +1,9 @@
+//go:build unix && !linux
+
+package localguest
+
+import "syscall"
+
+// killSession kills the session leader's process group; without /proc the
+// groups of its jobs cannot be found.
+func killSession(sid int) { _ = syscall.Kill(-sid, syscall.SIGKILL) }
