@@ -77,6 +77,7 @@ func NewServer(g provider.Guest, opts ServerOptions) http.Handler {
 	mux.HandleFunc("POST "+pathFilesMod, s.chmod)
 	mux.HandleFunc("GET "+pathFilesGlob, s.glob)
 	mux.HandleFunc("POST "+pathRefresh, s.refreshGuest)
+	mux.HandleFunc("GET "+pathTerminal, s.terminal)
 	s.mux = mux
 	return s
 }
