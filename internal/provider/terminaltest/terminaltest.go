@@ -241,3 +241,25 @@ func (s *Session) End(t *testing.T) provider.ExitStatus {
 	}
 	return st
 }
+
+// procScript prints the command line of every process, one per line, its
+// arguments separated by spaces; zombies have empty command lines.
+const procScript = `for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null; echo; done`
+
+// RunningByExec implements Config.Running with a command run in the
+// sandbox (exec returns its standard output): the marker counts as
+// running while a process "sleep <marker>" is alive.
+func RunningByExec(exec func(ctx context.Context, script string) (string, error)) func(context.Context, string) (bool, error) {
+	return func(ctx context.Context, marker string) (bool, error) {
+		out, err := exec(ctx, procScript)
+		if err != nil {
+			return false, err
+		}
+		for line := range strings.Lines(out) {
+			if strings.TrimSpace(line) == "sleep "+marker {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+}
