@@ -155,6 +155,7 @@ func (s *server) routes() []routeSpec {
 		{"POST", sb + "/exec", bodyJSON, s.exec},
 		{"GET", sb + "/exec/ws", bodyJSON, s.execWebSocket},
 		{"GET", sb + "/logs", bodyJSON, s.sandboxLogs},
+		{"GET", sb + "/terminal", bodyJSON, s.terminal},
 
 		{"POST", sb + "/files", bodyFile, s.writeFile},
 		{"GET", sb + "/files", bodyJSON, s.readFile},

@@ -248,6 +248,9 @@ func (s *server) withAuth(next http.Handler) http.Handler {
 				key = strings.TrimSpace(b)
 			}
 		}
+		if key == "" {
+			key = keyFromSubprotocol(r) // browsers cannot set headers on a WebSocket
+		}
 		// Comparing digests keeps the comparison constant-time in the
 		// key's length too.
 		got := sha256.Sum256([]byte(key))

@@ -199,6 +199,8 @@ type Manager struct {
 	locks idLocks
 
 	spawns, execs, failures atomic.Int64
+
+	activity sync.Map // sandbox ID → time.Time of its last terminal activity (Touch)
 }
 
 // New returns a Manager over st and reg.
