@@ -168,4 +168,3 @@ func (s *server) terminalControl(term provider.Terminal, msg []byte) error {
 	return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "unknown terminal control message type %q", ctl.Type),
 		`send {"type":"resize","rows":R,"cols":C} or {"type":"signal","signal":"INT"}`)
 }
-
