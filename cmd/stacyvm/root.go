@@ -147,7 +147,7 @@ with --api-key (env ` + envAPIKey + `).`,
 
 	root.AddCommand(
 		a.spawnCmd(), a.lsCmd(), a.getCmd(), a.killCmd(), a.extendCmd(), a.logsCmd(), a.pruneCmd(),
-		a.execCmd(),
+		a.execCmd(), a.shellCmd(),
 		a.mcpCmd(),
 		a.filesCmd(),
 		a.templatesCmd(),
