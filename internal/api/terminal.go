@@ -98,9 +98,16 @@ func (s *server) terminal(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
+	// A client that stops reading for StreamWriteTimeout is cut off, as
+	// on every stream: its session ends instead of blocking forever.
+	write := func(typ websocket.MessageType, b []byte) error {
+		wctx, cancel := context.WithTimeout(ctx, s.opts.StreamWriteTimeout)
+		defer cancel()
+		return c.Write(wctx, typ, b)
+	}
 	sendControl := func(v any) error {
 		b, _ := json.Marshal(v)
-		return c.Write(ctx, websocket.MessageText, b)
+		return write(websocket.MessageText, b)
 	}
 	// The client's messages: keystrokes and control. Its going away ends
 	// the session.
@@ -129,7 +136,7 @@ func (s *server) terminal(w http.ResponseWriter, r *http.Request) {
 	for {
 		n, rerr := term.Read(buf)
 		if n > 0 {
-			if err := c.Write(ctx, websocket.MessageBinary, buf[:n]); err != nil {
+			if err := write(websocket.MessageBinary, buf[:n]); err != nil {
 				return
 			}
 		}
