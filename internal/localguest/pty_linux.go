@@ -5,7 +5,33 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
+
+// signalKey returns the control character that makes the terminal on fd
+// send sig to its foreground job (Ctrl-C for SIGINT…), or 0 when the
+// terminal makes no signals from keys (ISIG off, as in raw mode) or has no
+// key bound for sig.
+func signalKey(fd int, sig syscall.Signal) byte {
+	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil || tio.Lflag&unix.ISIG == 0 {
+		return 0
+	}
+	var key byte
+	switch sig {
+	case syscall.SIGINT:
+		key = tio.Cc[unix.VINTR]
+	case syscall.SIGQUIT:
+		key = tio.Cc[unix.VQUIT]
+	case syscall.SIGTSTP:
+		key = tio.Cc[unix.VSUSP]
+	}
+	if key == 0xff { // _POSIX_VDISABLE: no key bound
+		return 0
+	}
+	return key
+}
 
 // killSession kills every process of session sid: its leader's group and
 // the groups a job-control shell made for its jobs. Processes that

@@ -200,8 +200,23 @@ func (t *PTY) Signal(name string) error {
 	}
 	// SyscallConn, not Fd: Fd would put the terminal in blocking mode, and
 	// Close could then no longer interrupt a Read.
+	rc, cerr := t.master.SyscallConn()
+	// Where the line discipline makes signals from keys, type the key:
+	// the driver then signals the foreground job exactly as for a person
+	// at the keyboard. gVisor cannot tell the foreground group through
+	// TIOCGPGRP, so this is also the path that works everywhere.
+	if cerr == nil {
+		var key byte
+		_ = rc.Control(func(fd uintptr) { key = signalKey(int(fd), sig) })
+		if key != 0 {
+			if _, err := t.master.Write([]byte{key}); err != nil {
+				return fmt.Errorf("terminal: signal %s: %w", name, err)
+			}
+			return nil
+		}
+	}
 	pgrp, err := 0, error(nil)
-	if rc, cerr := t.master.SyscallConn(); cerr == nil {
+	if cerr == nil {
 		_ = rc.Control(func(fd uintptr) { pgrp, err = unix.IoctlGetInt(int(fd), unix.TIOCGPGRP) })
 	}
 	if err != nil || pgrp <= 0 {
