@@ -519,6 +519,7 @@ func (m *Manager) forget(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.live, id)
+	m.activity.Delete(id) // a destroyed sandbox has no activity to keep
 }
 
 // fail records a failed spawn. The record stays (state error, with the

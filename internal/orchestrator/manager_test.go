@@ -819,3 +819,21 @@ func TestReaperPurgesAfterRetention(t *testing.T) {
 		t.Errorf("counts after purge = %v %v", counts, err)
 	}
 }
+
+func TestActivityIsForgottenWithTheSandbox(t *testing.T) {
+	e := newEnv(t, nil)
+	sb := e.spawn(t, SpawnRequest{})
+	if _, ok := e.m.LastActivity(sb.ID); ok {
+		t.Fatal("activity recorded before any")
+	}
+	e.m.Touch(sb.ID)
+	if _, ok := e.m.LastActivity(sb.ID); !ok {
+		t.Fatal("Touch recorded nothing")
+	}
+	if err := e.m.Destroy(context.Background(), sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.m.LastActivity(sb.ID); ok {
+		t.Fatal("a destroyed sandbox keeps its activity entry")
+	}
+}
