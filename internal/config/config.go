@@ -183,7 +183,10 @@ type FirecrackerConfig struct {
 	Binary   string `yaml:"binary"`
 	Kernel   string `yaml:"kernel"`
 	StateDir string `yaml:"state_dir"`
-	Jailer   string `yaml:"jailer"`
+	// SandboxesDir holds the VMs' directories; "" means
+	// <state_dir>/sandboxes/<server instance id>.
+	SandboxesDir string `yaml:"sandboxes_dir"`
+	Jailer       string `yaml:"jailer"`
 }
 
 // GuestConfig bounds what the host accepts from the agent inside a sandbox

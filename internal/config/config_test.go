@@ -127,6 +127,7 @@ func TestDefaults(t *testing.T) {
 		"firecracker.binary":           "firecracker",
 		"firecracker.kernel":           "",
 		"firecracker.state_dir":        "",
+		"firecracker.sandboxes_dir":    "",
 		"firecracker.jailer":           "",
 		"guest.exec_grace":             "5s",
 		"guest.call_timeout":           "5m0s",
@@ -324,6 +325,7 @@ firecracker:
   binary: /opt/fc/firecracker
   kernel: /opt/fc/vmlinux
   state_dir: /srv/fc
+  sandboxes_dir: /srv/fc-vms
   jailer: /opt/fc/jailer
 guest:
   exec_grace: 2s
@@ -355,7 +357,7 @@ func TestLoadFullFile(t *testing.T) {
 			User: "1000:1000", PidsLimit: 64, AgentPath: "/usr/local/bin/stacyvm-agent"},
 		Proot:       ProotConfig{Binary: "/usr/bin/proot", ImagesDir: "/srv/images", StateDir: "/srv/state", MaxSandboxes: 3},
 		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
-		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", Jailer: "/opt/fc/jailer"},
+		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", SandboxesDir: "/srv/fc-vms", Jailer: "/opt/fc/jailer"},
 		Guest:       GuestConfig{ExecGrace: 2 * time.Second, CallTimeout: time.Minute, MaxReplyBytes: 1 << 20, MaxEntries: 500},
 	}
 	if !reflect.DeepEqual(c, want) {

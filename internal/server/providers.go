@@ -75,12 +75,13 @@ func openers() []opener {
 // provider and for `stacyvm build-image`.
 func FirecrackerConfig(cfg *config.Config, log *slog.Logger) firecracker.Config {
 	return firecracker.Config{
-		Binary:      cfg.Firecracker.Binary,
-		Kernel:      cfg.Firecracker.Kernel,
-		StateDir:    cfg.Firecracker.StateDir,
-		DockerHost:  cfg.Docker.Host,
-		Logger:      log.With("provider", "firecracker"),
-		AgentLimits: agentLimits(cfg),
+		Binary:       cfg.Firecracker.Binary,
+		Kernel:       cfg.Firecracker.Kernel,
+		StateDir:     cfg.Firecracker.StateDir,
+		SandboxesDir: cfg.Firecracker.SandboxesDir,
+		DockerHost:   cfg.Docker.Host,
+		Logger:       log.With("provider", "firecracker"),
+		AgentLimits:  agentLimits(cfg),
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
 	"github.com/stacyvm/stacyvm/internal/store/sqlite"
 	"github.com/stacyvm/stacyvm/internal/version"
@@ -217,6 +218,16 @@ func InstanceDirs(cfg *config.Config, instance string) *config.Config {
 		if base, err := proot.DefaultStateDir(); err == nil {
 			out.Proot.StateDir = filepath.Join(base, instance)
 		}
+	}
+	if out.Firecracker.SandboxesDir == "" {
+		// Only the VMs' directories: images and snapshots are
+		// content-addressed caches shared with other servers and
+		// `stacyvm build-image`.
+		base := out.Firecracker.StateDir
+		if base == "" {
+			base = firecracker.DefaultStateDir()
+		}
+		out.Firecracker.SandboxesDir = filepath.Join(base, "sandboxes", instance)
 	}
 	return &out
 }

@@ -291,3 +291,29 @@ func TestServersKeepToTheirOwnSandboxes(t *testing.T) {
 		t.Errorf("mock state directories = %v; want one per server instance", dirs)
 	}
 }
+
+func TestInstanceDirsAreTheInstancesOwn(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	a := InstanceDirs(config.Default(), "inst-a")
+	b := InstanceDirs(config.Default(), "inst-b")
+	for name, dirs := range map[string][2]string{
+		"mock":                  {a.Mock.Dir, b.Mock.Dir},
+		"firecracker sandboxes": {a.Firecracker.SandboxesDir, b.Firecracker.SandboxesDir},
+	} {
+		if dirs[0] == "" || dirs[0] == dirs[1] {
+			t.Errorf("%s: instances get %q and %q, want two different directories", name, dirs[0], dirs[1])
+		}
+	}
+	if want := "/run/stacyvm/firecracker/sandboxes/inst-a"; a.Firecracker.SandboxesDir != want {
+		t.Errorf("firecracker sandboxes dir = %q, want %q", a.Firecracker.SandboxesDir, want)
+	}
+	// Images and snapshots stay shared with build-image.
+	if a.Firecracker.StateDir != "" {
+		t.Errorf("state_dir changed to %q", a.Firecracker.StateDir)
+	}
+	set := config.Default()
+	set.Firecracker.SandboxesDir = "/srv/fc-vms"
+	if got := InstanceDirs(set, "inst-a").Firecracker.SandboxesDir; got != "/srv/fc-vms" {
+		t.Errorf("a configured sandboxes_dir became %q", got)
+	}
+}

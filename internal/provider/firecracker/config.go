@@ -34,6 +34,11 @@ type Config struct {
 	// Default: $XDG_RUNTIME_DIR or /run, then stacyvm/firecracker. It must
 	// be short: unix socket paths inside it are limited to 107 bytes.
 	StateDir string
+	// SandboxesDir holds one directory per sandbox (default
+	// StateDir/sandboxes). A server gives each instance its own, so that two
+	// servers on one host never see each other's VMs; images and snapshots
+	// are content-addressed caches that servers and build-image share.
+	SandboxesDir string
 	// MemoryMB and VCPUs apply when a Spec leaves them zero. Defaults 512
 	// and 1.
 	MemoryMB int
@@ -86,9 +91,19 @@ const (
 	DefaultBootArgs = "console=ttyS0 reboot=k panic=1 pci=off rw init=" + GuestAgentPath
 )
 
-// maxStateDir keeps StateDir + "/sandboxes/" + a 16-byte handle + "/fc.sock"
+// maxSandboxesDir keeps SandboxesDir + "/" + a 16-byte handle + "/fc.sock"
 // within the 107 bytes a unix socket path may have.
-const maxStateDir = 107 - len("/sandboxes/") - handleLen - len("/"+apiSockName)
+const maxSandboxesDir = 107 - len("/") - handleLen - len("/"+apiSockName)
+
+// DefaultStateDir is the state directory used when Config.StateDir is
+// empty: under XDG_RUNTIME_DIR, else /run.
+func DefaultStateDir() string {
+	base := os.Getenv("XDG_RUNTIME_DIR")
+	if base == "" {
+		base = "/run"
+	}
+	return filepath.Join(base, "stacyvm", "firecracker")
+}
 
 func (c Config) withDefaults() (Config, error) {
 	if c.Name == "" {
@@ -101,20 +116,22 @@ func (c Config) withDefaults() (Config, error) {
 		c.BootArgs = DefaultBootArgs
 	}
 	if c.StateDir == "" {
-		base := os.Getenv("XDG_RUNTIME_DIR")
-		if base == "" {
-			base = "/run"
-		}
-		c.StateDir = filepath.Join(base, "stacyvm", "firecracker")
+		c.StateDir = DefaultStateDir()
 	}
 	abs, err := filepath.Abs(c.StateDir)
 	if err != nil {
 		return c, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "firecracker: state dir")
 	}
 	c.StateDir = abs
-	if len(c.StateDir) > maxStateDir {
+	if c.SandboxesDir == "" {
+		c.SandboxesDir = filepath.Join(c.StateDir, "sandboxes")
+	}
+	if c.SandboxesDir, err = filepath.Abs(c.SandboxesDir); err != nil {
+		return c, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "firecracker: sandboxes dir")
+	}
+	if len(c.SandboxesDir) > maxSandboxesDir {
 		return c, errdefs.New(errdefs.ErrInvalidArgument,
-			"firecracker: state dir is %d bytes long, at most %d fit unix socket paths", len(c.StateDir), maxStateDir)
+			"firecracker: the sandboxes dir is %d bytes long, at most %d fit unix socket paths", len(c.SandboxesDir), maxSandboxesDir)
 	}
 	if c.MemoryMB <= 0 {
 		c.MemoryMB = DefaultMemoryMB

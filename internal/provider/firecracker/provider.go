@@ -131,7 +131,7 @@ func New(cfg Config) (*Provider, error) {
 		kernel:    kernel,
 		bootArgs:  cfg.BootArgs + " -- " + agentArgs,
 		log:       cfg.Logger.With("provider", cfg.Name),
-		sbDir:     filepath.Join(cfg.StateDir, "sandboxes"),
+		sbDir:     cfg.SandboxesDir,
 		vms:       map[string]*vm{},
 		destroyed: map[string]bool{},
 	}
