@@ -45,16 +45,10 @@ func TestCrashUnderLoadWithDocker(t *testing.T) {
 		t.Skip("runs real servers and containers; skipped in -short mode")
 	}
 	const image = "stacyvm/busybox:test"
-	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
-		msg := "needs dockerd with the image " + image + " (scripts/ci/docker-up.sh): " + strings.TrimSpace(string(out))
-		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireDockerImage(t, image)
 	began := time.Now()
 	ct := &crashTest{t: t, image: image, dir: t.TempDir(), run: randHex(8), acked: map[string]*ackedSandbox{}}
-	ct.build()
+	ct.bin = buildBinaries(t)
 	t.Cleanup(ct.removeContainers)
 
 	db := filepath.Join(ct.dir, "stacyvm.db")
@@ -106,18 +100,6 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func (ct *crashTest) build() {
-	t := ct.t
-	ct.bin = filepath.Join(ct.dir, "bin")
-	for _, b := range []struct{ out, pkg string }{{"stacyvm", "."}, {"stacyvm-agent", "../stacyvm-agent"}} {
-		build := exec.Command("go", "build", "-o", filepath.Join(ct.bin, b.out), b.pkg)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.out, err, out)
-		}
-	}
 }
 
 func (ct *crashTest) start(db string) *crashServer {

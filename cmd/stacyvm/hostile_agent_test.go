@@ -32,22 +32,9 @@ func TestHostileAgentWithDocker(t *testing.T) {
 		t.Skip("runs a real server and container; skipped in -short mode")
 	}
 	const image = "stacyvm/busybox:test"
-	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
-		msg := "needs dockerd with the image " + image + " (scripts/ci/docker-up.sh): " + strings.TrimSpace(string(out))
-		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireDockerImage(t, image)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	for _, b := range []struct{ out, pkg string }{{"stacyvm", "."}, {"stacyvm-agent", "../stacyvm-agent"}} {
-		build := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.out, err, out)
-		}
-	}
+	bin := buildBinaries(t)
 	const grace, callTimeout = time.Second, 3 * time.Second
 	addr := "127.0.0.1:" + freePort(t)
 	base := "http://" + addr

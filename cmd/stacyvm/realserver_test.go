@@ -26,6 +26,19 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
+// requireDockerImage skips the test without dockerd and image, or fails it
+// under scripts/test (STACYVM_TEST_DOCKER=1), where they must be there.
+func requireDockerImage(t *testing.T, image string) {
+	t.Helper()
+	if out, err := exec.Command("docker", "image", "inspect", image).CombinedOutput(); err != nil {
+		msg := "needs dockerd with the image " + image + " (scripts/ci/docker-up.sh): " + strings.TrimSpace(string(out))
+		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
 // realServer is `stacyvm serve` running as its own process.
 type realServer struct {
 	base   string
