@@ -26,6 +26,24 @@ func durationArg(name, s string) (time.Duration, error) {
 	return d, nil
 }
 
+// convert turns a backend's (list, error) answer into the tools' types.
+func convert[T, U any](f func(T) U) func([]T, error) ([]U, error) {
+	return func(list []T, err error) ([]U, error) {
+		if err != nil {
+			return nil, err
+		}
+		out := make([]U, 0, len(list))
+		for _, v := range list {
+			out = append(out, f(v))
+		}
+		return out, nil
+	}
+}
+
+func fileEntry(fi provider.FileInfo) FileEntry {
+	return FileEntry{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), IsDir: fi.IsDir, ModTime: fi.ModTime.UTC()}
+}
+
 // FromManager is the Backend of `serve`: the server's own orchestrator.
 func FromManager(m *orchestrator.Manager) Backend { return managerBackend{m} }
 
@@ -50,15 +68,7 @@ func (b managerBackend) Spawn(ctx context.Context, in SpawnInput) (Sandbox, erro
 }
 
 func (b managerBackend) List(ctx context.Context, state string) ([]Sandbox, error) {
-	list, err := b.m.List(ctx, orchestrator.ListFilter{State: state})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Sandbox, 0, len(list))
-	for _, sb := range list {
-		out = append(out, fromRecord(sb))
-	}
-	return out, nil
+	return convert(fromRecord)(b.m.List(ctx, orchestrator.ListFilter{State: state}))
 }
 
 func (b managerBackend) Destroy(ctx context.Context, id string) error { return b.m.Destroy(ctx, id) }
@@ -79,15 +89,7 @@ func (b managerBackend) ReadFile(ctx context.Context, id, path string) (io.ReadC
 }
 
 func (b managerBackend) ListFiles(ctx context.Context, id, path string) ([]FileEntry, error) {
-	list, err := b.m.ListFiles(ctx, id, path)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]FileEntry, 0, len(list))
-	for _, fi := range list {
-		out = append(out, FileEntry{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), IsDir: fi.IsDir, ModTime: fi.ModTime.UTC()})
-	}
-	return out, nil
+	return convert(fileEntry)(b.m.ListFiles(ctx, id, path))
 }
 
 // FromClient is the Backend of `stacyvm mcp`: a running server, over its
@@ -115,15 +117,7 @@ func (b clientBackend) Spawn(ctx context.Context, in SpawnInput) (Sandbox, error
 }
 
 func (b clientBackend) List(ctx context.Context, state string) ([]Sandbox, error) {
-	list, err := b.c.List(ctx, client.ListOptions{State: state})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Sandbox, 0, len(list))
-	for _, sb := range list {
-		out = append(out, fromClient(sb))
-	}
-	return out, nil
+	return convert(fromClient)(b.c.List(ctx, client.ListOptions{State: state}))
 }
 
 func (b clientBackend) Destroy(ctx context.Context, id string) error { return b.c.Destroy(ctx, id) }
@@ -144,13 +138,6 @@ func (b clientBackend) ReadFile(ctx context.Context, id, path string) (io.ReadCl
 }
 
 func (b clientBackend) ListFiles(ctx context.Context, id, path string) ([]FileEntry, error) {
-	list, err := b.c.ListFiles(ctx, id, path)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]FileEntry, 0, len(list))
-	for _, fi := range list {
-		out = append(out, FileEntry{Path: fi.Path, Size: fi.Size, Mode: provider.FormatMode(fi.Mode), IsDir: fi.IsDir, ModTime: fi.ModTime.UTC()})
-	}
-	return out, nil
+	// client.FileInfo has provider.FileInfo's fields, decoded from the wire.
+	return convert(func(fi client.FileInfo) FileEntry { return fileEntry(provider.FileInfo(fi)) })(b.c.ListFiles(ctx, id, path))
 }
