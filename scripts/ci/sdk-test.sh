@@ -3,7 +3,8 @@
 # starts itself (mock provider; the Docker smoke tests too when
 # STACYVM_TEST_DOCKER=1). Builds stacyvm and stacyvm-agent once into a
 # temporary directory for both. Python runs on Debian's interpreter and
-# packages (/usr/bin/python3), TypeScript on node with tsc from the lockfile.
+# packages (/usr/bin/python3), TypeScript on node with tsc from the lockfile
+# (Node 20 has its WebSocket, which terminals use, behind a flag).
 # Run scripts/ci/sdk-up.sh first. Any failure (or a suite that collects
 # nothing) fails the script.
 set -euo pipefail
@@ -29,7 +30,7 @@ echo "sdk-test: python suite passed in $(($(now) - t0)) s"
 
 t0=$(now)
 echo "sdk-test: typescript (sdk/typescript)"
-(cd sdk/typescript && npx --no-install tsc -p . && node --test test/*.test.mjs) || {
+(cd sdk/typescript && npx --no-install tsc -p . && node --experimental-websocket --test test/*.test.mjs) || {
 	echo "sdk-test: typescript suite FAILED" >&2
 	exit 1
 }

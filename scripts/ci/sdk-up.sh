@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sdk-up.sh: install what the SDK suites need. Python runs on Debian's
-# packages (Python's public index is not reachable from CI): httpx, pytest,
-# pytest-asyncio and mypy (the SDK is checked with mypy --strict). The
+# packages (Python's public index is not reachable from CI): httpx,
+# websockets (terminals), pytest, pytest-asyncio and mypy (the SDK is
+# checked with mypy --strict). The
 # TypeScript SDK's toolchain comes from npm, pinned by
 # sdk/typescript/package-lock.json (`npm ci`). Idempotent: what is
 # installed is skipped.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/../.."
 now_ms() { date +%s%3N; }
 t0=$(now_ms)
 missing=()
-for p in python3-httpx python3-pytest python3-pytest-asyncio mypy; do
+for p in python3-httpx python3-websockets python3-pytest python3-pytest-asyncio mypy; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@
 
 from ._async import AsyncClient
 from ._client import Client
+from ._terminal import AsyncTerminal, Terminal
 from ._errors import (
     AuthError,
     BadRequestError,
@@ -46,7 +47,7 @@ from ._types import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncClient", "Client",
+    "AsyncClient", "Client", "AsyncTerminal", "Terminal",
     "AuthError", "BadRequestError", "ConflictError", "ExecTimeoutError", "ForbiddenError",
     "IncompleteStreamError", "InternalError", "LimitError", "MethodNotAllowedError",
     "MisdirectedRequestError", "NotFoundError", "SandboxDestroyedError", "SandboxFileNotFoundError",

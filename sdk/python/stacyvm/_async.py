@@ -10,6 +10,7 @@ import httpx
 
 from . import _ops as ops
 from ._client import DEFAULT_URL, Duration, Mode, Source, _headers, _raise_for
+from ._terminal import AsyncTerminal, terminal_url
 from ._types import (
     Event,
     ExecEvent,
@@ -161,6 +162,12 @@ class AsyncClient:
                 if isinstance(ev, StreamExit):
                     return
         raise ops.incomplete()
+
+    async def terminal(self, sandbox_id: str, cols: Optional[int] = None, rows: Optional[int] = None, *,
+                       command: Optional[str] = None, workdir: Optional[str] = None) -> AsyncTerminal:
+        """GET …/terminal: Client.terminal, awaited (``async with``)."""
+        url = terminal_url(self.base_url, sandbox_id, command, workdir, cols, rows)
+        return await AsyncTerminal.open(url, dict(self._http.headers), self._http.timeout.connect)
 
     # -- files ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ import httpx
 
 from . import _ops as ops
 from ._errors import ExecTimeoutError, error_from
+from ._terminal import Terminal, terminal_url
 from ._types import (
     Event,
     ExecEvent,
@@ -187,6 +188,15 @@ class Client:
                 if isinstance(ev, StreamExit):
                     return
         raise ops.incomplete()
+
+    def terminal(self, sandbox_id: str, cols: Optional[int] = None, rows: Optional[int] = None, *,
+                 command: Optional[str] = None, workdir: Optional[str] = None) -> Terminal:
+        """GET …/terminal: an interactive session on a pseudo-terminal
+        (default the sandbox's login shell, 80×24). ``send``/``recv``/
+        ``resize``/``signal``; ``wait()`` returns the exit code. Use it in a
+        ``with`` block: closing it kills the session's processes."""
+        url = terminal_url(self.base_url, sandbox_id, command, workdir, cols, rows)
+        return Terminal(url, dict(self._http.headers), self._http.timeout.connect)
 
     # -- files ----------------------------------------------------------
 

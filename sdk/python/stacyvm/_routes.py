@@ -34,6 +34,7 @@ ROUTES = {
     "health": "health",
     "metricsSummary": "metrics",
     "events": "events",
+    "terminal": "terminal",
     "openapi": "openapi",
     "prometheus": "prometheus_metrics",
 }
@@ -41,6 +42,5 @@ ROUTES = {
 # Operations the SDKs leave to other clients, with the reason.
 NOT_WRAPPED = {
     "execWebSocket": "exec_stream covers the same frames over NDJSON; browsers cannot send X-API-Key on a WebSocket",
-    "terminal": "not in the SDKs yet: use `stacyvm shell` or the WebSocket directly (docs/api.md)",
     "mcp": "the MCP endpoint is for MCP clients (docs/mcp.md)",
 }

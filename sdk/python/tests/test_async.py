@@ -47,6 +47,18 @@ async def test_async_everything(server, tmp_path: Path) -> None:
                 rest = [f async for f in stream]
                 assert rest[0] == StreamChunk("stdout", "two\n") and rest[-1] == StreamExit(0, False, rest[-1].duration)
 
+                async with await c.terminal(sb.id, 80, 24, command="sh") as term:
+                    await term.send(b"echo hi\n")
+                    out = await term.read_until(b"echo hi\r\n", timeout=30)
+                    while out.count(b"hi\r\n") < 2:
+                        more = await term.recv()
+                        assert more, out
+                        out += more
+                    await term.resize(100, 50)
+                    await term.send("stty size; exit 4\n")
+                    out = b"".join([b async for b in term])
+                    assert b"50 100" in out and term.exit_code == 4
+
                 await c.write_file(sb.id, "t.txt", "text", mode="0644")
                 assert await c.read_text(sb.id, "t.txt") == "text"
                 blob = bytes(range(256)) * 1000

@@ -14,7 +14,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import API_KEY, ORIGIN, RecordingTransport
+from urllib.parse import urlparse
+
+from conftest import API_KEY, HITS, ORIGIN, RecordingTransport
 from stacyvm import (
     AuthError,
     BadRequestError,
@@ -110,6 +112,42 @@ def test_exec_stream_timeout_and_errors(client: Client, sb) -> None:
     assert isinstance(frames[-1], StreamExit) and frames[-1].timed_out and frames[-1].exit_code == -1
     with pytest.raises(NotFoundError):
         list(client.exec_stream("sb-00000000000000000000", "true"))
+
+
+def test_terminal(client: Client, sb) -> None:
+    with client.terminal(sb.id, cols=100, rows=30, command="sh") as term:
+        HITS.add(("GET", urlparse(term.url).path))  # a WebSocket, not through httpx
+        assert term.url.startswith("ws://") and "cols=100" in term.url
+        term.send("echo hi\n")
+        # The terminal echoes what was typed ("echo hi"), then the output follows.
+        out = term.read_until("echo hi\r\n", timeout=30)
+        while out.count(b"hi\r\n") < 2:
+            more = term.recv(timeout=30)
+            assert more, out
+            out += more
+        term.send(b"stty size\n")
+        assert b"30 100" in term.read_until("30 100", timeout=30)
+        term.resize(cols=120, rows=40)
+        term.send("stty size\n")
+        assert b"40 120" in term.read_until("40 120", timeout=30)
+        term.resize(cols=0, rows=0)  # refused: the error arrives on the read side, the session goes on
+        with pytest.raises(BadRequestError) as e:
+            term.read_until("never printed", timeout=30)
+        assert e.value.code == "BAD_REQUEST"
+        term.send("exit 3\n")
+        assert term.wait(timeout=30) == 3 and term.exit_code == 3
+        assert term.recv() == b""
+    # A shell that is closed early: its processes are killed, close is quiet.
+    with client.terminal(sb.id) as term:
+        term.send("sleep 1000\n")
+    with pytest.raises(NotFoundError):
+        client.terminal("sb-00000000000000000000")
+    with pytest.raises(BadRequestError) as e:
+        client.terminal(sb.id, cols=5000)
+    assert e.value.status == 400 and e.value.request_id
+    with Client(client.base_url, api_key="wrong") as bad:
+        with pytest.raises(AuthError):
+            bad.terminal(sb.id)
 
 
 def test_files_text_and_binary(client: Client, sb) -> None:

@@ -28,5 +28,9 @@ def test_docker_smoke() -> None:
                     assert r.exit_code == 0 and "root" in r.stdout and "Linux" in r.stdout
                     frames = list(c.exec_stream(sb.id, "echo a; sleep 0.2; echo b"))
                     assert isinstance(frames[-1], StreamExit) and frames[-1].exit_code == 0
+                    with c.terminal(sb.id, cols=90, rows=20) as term:
+                        term.send("stty size; exit 5\n")
+                        assert b"20 90" in term.read_until("20 90", timeout=60)
+                        assert term.wait(timeout=60) == 5
         finally:
             stop_server(srv)

@@ -1,8 +1,9 @@
-import { errorFrom, errorFromFrame, ExecTimeoutError, IncompleteStreamError } from "./errors.js";
+import { errorFrom, errorFromFrame, ExecTimeoutError, IncompleteStreamError, StacyVMError } from "./errors.js";
+import { keyProtocol, opened, Terminal, TERMINAL_PROTOCOL, type WebSocketConstructor } from "./terminal.js";
 import type {
   CallOptions, Duration, ExecFrame, ExecOptions, ExecResult, FileInfo, Health, ListOptions, MetricsSummary,
   Mode, PoolStatus, Provider, ProviderDetail, Sandbox, Snapshot, SpawnOptions, StacyEvent, Template,
-  TemplateSpawnOptions, UploadSource,
+  TemplateSpawnOptions, TerminalOptions, UploadSource,
 } from "./types.js";
 
 const API = "/api/v1";
@@ -16,6 +17,9 @@ export interface ClientOptions {
   headers?: Record<string, string>;
   /** A fetch to use instead of the global one. */
   fetch?: typeof fetch;
+  /** A WebSocket constructor for terminals, instead of the global one
+   * (which Node has from 22 on, or from 20 with --experimental-websocket). */
+  WebSocket?: WebSocketConstructor;
 }
 
 interface Req extends CallOptions {
@@ -104,6 +108,8 @@ export class Client {
   readonly baseUrl: string;
   private readonly headers: Record<string, string>;
   private readonly fetch: typeof fetch;
+  private readonly apiKey?: string;
+  private readonly WebSocket?: WebSocketConstructor;
 
   constructor(baseUrl = "http://127.0.0.1:7423", opts: ClientOptions = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
@@ -111,6 +117,8 @@ export class Client {
     if (opts.apiKey) this.headers["X-API-Key"] = opts.apiKey;
     if (opts.userId) this.headers["X-User-ID"] = opts.userId;
     this.fetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    this.apiKey = opts.apiKey;
+    this.WebSocket = opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
   }
 
   /** Sends one request and throws the typed error of an error answer. */
@@ -218,6 +226,42 @@ export class Client {
       }
     }
     throw new IncompleteStreamError("exec stream ended without an exit status");
+  }
+
+  /** GET …/terminal: an interactive session on a pseudo-terminal (default
+   * the sandbox's login shell, 80×24) over a WebSocket; the API key travels
+   * as a subprotocol, so it works in browsers too. Aborting the signal, or
+   * `close()`, kills the session's processes. */
+  async terminal(id: string, opts: TerminalOptions = {}): Promise<Terminal> {
+    const WS = this.WebSocket;
+    if (!WS) {
+      throw new TypeError("no WebSocket here: use Node ≥ 22 (or node --experimental-websocket on 20), or pass ClientOptions.WebSocket");
+    }
+    for (const [k, v] of [["cols", opts.cols], ["rows", opts.rows]] as const) {
+      if (v !== undefined && !(Number.isInteger(v) && v >= 1 && v <= 1000)) throw new RangeError(`${k} must be an integer from 1 to 1000`);
+    }
+    const url = new URL(this.baseUrl + sb(id, "/terminal"));
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    for (const [k, v] of Object.entries({ command: opts.command, workdir: opts.workdir, cols: opts.cols?.toString(), rows: opts.rows?.toString() })) {
+      if (v !== undefined) url.searchParams.set(k, v);
+    }
+    const protocols = [TERMINAL_PROTOCOL];
+    if (this.apiKey) protocols.push(keyProtocol(this.apiKey));
+    opts.signal?.throwIfAborted();
+    const ws = new WS(url.toString(), protocols);
+    const term = new Terminal(ws, url.toString()); // listening before the first message can arrive
+    try {
+      await opened(ws, opts.signal);
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      // The refused handshake's status is not visible to scripts: ask the
+      // API about the sandbox, which throws its typed error when it is the
+      // cause (unknown, destroyed, a wrong key).
+      await this.get(id, { signal: opts.signal });
+      throw new StacyVMError(`the server refused the terminal for ${id}: its provider may have no terminals ` +
+        "(capabilities.terminal), or this Origin is not allowed", { code: "UNIMPLEMENTED" });
+    }
+    return term;
   }
 
   // -- files -----------------------------------------------------------

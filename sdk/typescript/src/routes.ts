@@ -33,6 +33,7 @@ export const ROUTES: Record<string, string> = {
   health: "health",
   metricsSummary: "metrics",
   events: "events",
+  terminal: "terminal",
   openapi: "openapi",
   prometheus: "prometheusMetrics",
 };
@@ -40,6 +41,5 @@ export const ROUTES: Record<string, string> = {
 /** Operations the SDKs leave to other clients, with the reason. */
 export const NOT_WRAPPED: Record<string, string> = {
   execWebSocket: "execStream carries the same frames over NDJSON; browsers cannot send X-API-Key on a WebSocket",
-  terminal: "not in the SDKs yet: use `stacyvm shell` or the WebSocket directly (docs/api.md)",
   mcp: "the MCP endpoint is for MCP clients (docs/mcp.md)",
 };

@@ -177,6 +177,16 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** Client.terminal's options. The signal stays bound to the session:
+ * aborting it later closes the terminal. */
+export interface TerminalOptions extends CallOptions {
+  cols?: number;
+  rows?: number;
+  /** A shell string; default the sandbox's login shell. */
+  command?: string;
+  workdir?: string;
+}
+
 /** A body for upload: bytes, text, a Blob, or a stream of bytes. */
 export type UploadSource =
   | string

@@ -26,12 +26,19 @@ const recordingFetch = (input, init) => {
   hits.push([init?.method ?? "GET", u.pathname]);
   return fetch(input, init);
 };
+// Terminals go over a WebSocket, not fetch: recorded the same way.
+class RecordingWebSocket extends WebSocket {
+  constructor(url, protocols) {
+    hits.push(["GET", new URL(url).pathname]);
+    super(url, protocols);
+  }
+}
 let c;
 const uid = () => Math.random().toString(16).slice(2, 10);
 
 before(async () => {
   server = await startServer();
-  c = new Client(server.url, { apiKey: API_KEY, fetch: recordingFetch });
+  c = new Client(server.url, { apiKey: API_KEY, fetch: recordingFetch, WebSocket: RecordingWebSocket });
 });
 after(async () => {
   await server?.stop();
@@ -92,6 +99,49 @@ test("exec buffered, timeout, streamed chunk by chunk, abort", async () => {
     assert.deepEqual(await c.glob(sb.id, "/workspace/aborted-late"), []);
     // An already aborted signal: nothing is sent.
     await assert.rejects(c.health({ signal: AbortSignal.abort() }), (e) => e.name === "AbortError");
+  });
+});
+
+test("terminal: output before exit, resize, refused control, exit code, errors", async () => {
+  await c.withSandbox({ ttl: "10m" }, async (sb) => {
+    const t = await c.terminal(sb.id, { cols: 100, rows: 30, command: "sh" });
+    assert.match(t.url, /^ws:\/\/.*\/terminal\?.*cols=100/);
+    t.send("echo hi\n");
+    // The terminal echoes what was typed ("echo hi"), then the output follows.
+    let out = await t.readUntil("echo hi\r\n");
+    while (out.split("hi\r\n").length < 3) out += await t.readUntil("\n");
+    t.send(new TextEncoder().encode("stty size\n"));
+    await t.readUntil("30 100");
+    t.resize(120, 40);
+    t.send("stty size\n");
+    await t.readUntil("40 120");
+    t.resize(0, 0); // refused: the error arrives on the read side, the session goes on
+    await assert.rejects(t.readUntil("never printed"), (e) => e instanceof BadRequestError && e.code === "BAD_REQUEST");
+    t.send("exit 3\n");
+    assert.equal(await t.wait(), 3);
+    assert.equal(t.exitCode, 3);
+    assert.equal(await t.recv(), null);
+
+    // Iterating yields the chunks until the program ends.
+    const t2 = await c.terminal(sb.id, { command: "sh -c 'printf done; exit 4'" });
+    const chunks = [];
+    for await (const b of t2) chunks.push(b);
+    assert.match(Buffer.concat(chunks).toString(), /done/);
+    assert.equal(t2.exitCode, 4);
+
+    // Closing early, or aborting the signal, ends the session: its
+    // processes are killed.
+    const ac = new AbortController();
+    const t3 = await c.terminal(sb.id, { command: "sh", signal: ac.signal });
+    t3.send("sleep 1; touch late-marker\n");
+    ac.abort();
+    assert.equal(await t3.recv().catch(() => null), null);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(await c.glob(sb.id, "/workspace/late-marker"), []);
+
+    await assert.rejects(c.terminal("sb-00000000000000000000"), (e) => e instanceof NotFoundError);
+    await assert.rejects(c.terminal(sb.id, { cols: 5000 }), RangeError);
+    await assert.rejects(new Client(server.url, { apiKey: "wrong" }).terminal(sb.id), AuthError);
   });
 });
 

@@ -24,6 +24,10 @@ test("docker smoke", { skip: docker ? false : "needs Docker: set STACYVM_TEST_DO
       const frames = [];
       for await (const f of c.execStream(sb.id, "echo a; sleep 0.2; echo b")) frames.push(f);
       assert.deepEqual(frames.at(-1).exit_code, 0);
+      const t = await c.terminal(sb.id, { cols: 90, rows: 20 });
+      t.send("stty size; exit 5\n");
+      await t.readUntil("20 90", 60_000);
+      assert.equal(await t.wait(), 5);
     });
   } finally {
     await server.stop();
