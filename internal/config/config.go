@@ -69,13 +69,26 @@ type ServerConfig struct {
 	MemoryBudgetBytes int64 `yaml:"memory_budget_bytes"`
 }
 
-// StoreConfig is the SQLite database.
+// StoreConfig is the database: SQLite for one server, PostgreSQL for
+// several replicas sharing their state (docs/scale-out.md).
 type StoreConfig struct {
+	// Driver is StoreSQLite (default) or StorePostgres.
+	Driver string `yaml:"driver"`
+	// Path is the SQLite database file (driver sqlite).
 	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string or URL (driver postgres).
+	// It may hold a password, so it is redacted wherever it is printed.
+	DSN string `yaml:"dsn" secret:"true"`
 	// Retention is how long a destroyed sandbox's record (and its
 	// history) is kept before the reaper purges it.
 	Retention time.Duration `yaml:"retention"`
 }
+
+// The values of StoreConfig.Driver.
+const (
+	StoreSQLite   = "sqlite"
+	StorePostgres = "postgres"
+)
 
 // LogConfig is the process log.
 type LogConfig struct {
@@ -215,7 +228,7 @@ func Default() *Config {
 			StreamWriteTimeout: 30 * time.Second,
 			MemoryBudgetBytes:  1 << 30,
 		},
-		Store: StoreConfig{Path: "./stacyvm.db", Retention: 7 * 24 * time.Hour},
+		Store: StoreConfig{Driver: StoreSQLite, Path: "./stacyvm.db", Retention: 7 * 24 * time.Hour},
 		Log:   LogConfig{Level: "info", Format: "text"},
 		Sandbox: SandboxConfig{
 			DefaultTTL:         30 * time.Minute,

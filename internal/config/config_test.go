@@ -89,7 +89,9 @@ func TestDefaults(t *testing.T) {
 		"server.shutdown_timeout":      "30s",
 		"server.stream_write_timeout":  "30s",
 		"server.memory_budget_bytes":   "1073741824",
+		"store.driver":                 "sqlite",
 		"store.path":                   "./stacyvm.db",
+		"store.dsn":                    "",
 		"store.retention":              "168h0m0s",
 		"log.level":                    "info",
 		"log.format":                   "text",
@@ -279,7 +281,9 @@ server:
   stream_write_timeout: 7s
   memory_budget_bytes: 268435456
 store:
+  driver: sqlite
   path: /var/lib/stacyvm/db.sqlite
+  dsn: postgres://stacyvm:pw@db:5432/stacyvm
   retention: 48h
 log: {level: debug, format: json}
 sandbox:
@@ -345,7 +349,7 @@ func TestLoadFullFile(t *testing.T) {
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
 			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second,
 			StreamWriteTimeout: 7 * time.Second, MemoryBudgetBytes: 256 << 20},
-		Store: StoreConfig{Path: "/var/lib/stacyvm/db.sqlite", Retention: 48 * time.Hour},
+		Store: StoreConfig{Driver: "sqlite", Path: "/var/lib/stacyvm/db.sqlite", DSN: "postgres://stacyvm:pw@db:5432/stacyvm", Retention: 48 * time.Hour},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
 			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second, ReconcileInterval: 2 * time.Minute,
@@ -702,6 +706,10 @@ func TestValidate(t *testing.T) {
 		{"zero reply cap", map[string]string{"guest.max_reply_bytes": "0"}, "guest.max_reply_bytes"},
 		{"zero shutdown timeout", map[string]string{"server.shutdown_timeout": "0s"}, "server.shutdown_timeout"},
 		{"empty store path", map[string]string{"store.path": ""}, "store.path"},
+		{"store driver", map[string]string{"store.driver": "mysql"}, "store.driver"},
+		{"postgres without dsn", map[string]string{"store.driver": "postgres"}, "store.dsn"},
+		{"postgres needs no path", map[string]string{"store.driver": "postgres", "store.path": "", "store.dsn": "postgres://u:p@db/x"}, ""},
+		{"dsn ignored by sqlite", map[string]string{"store.dsn": "postgres://u:p@db/x"}, ""},
 		{"log level", map[string]string{"log.level": "verbose"}, "log.level"},
 		{"log level any case", map[string]string{"log.level": "WARN"}, ""},
 		{"log format", map[string]string{"log.format": "xml"}, "log.format"},
@@ -831,8 +839,12 @@ func TestRedacted(t *testing.T) {
 	if c.Server.CORSOrigins[0] != "*" {
 		t.Error("Redacted shares slices with the original")
 	}
+	c.Store.DSN = "postgres://u:pw@db/x"
+	if r := c.Redacted(); r.Store.DSN != "***" {
+		t.Errorf("store.dsn redacted to %q", r.Store.DSN)
+	}
 	for _, f := range fields() {
-		if strings.HasSuffix(f.name, "api_key") && !f.secret {
+		if (strings.HasSuffix(f.name, "api_key") || f.key == "store.dsn") && !f.secret {
 			t.Errorf("%s is not marked secret", f.key)
 		}
 	}
@@ -840,7 +852,8 @@ func TestRedacted(t *testing.T) {
 
 func TestPrint(t *testing.T) {
 	opts := isolated(t)
-	opts.Env = []string{"STACYVM_CUSTOM_API_KEY=backend-secret", "STACYVM_SANDBOX_DEFAULT_TTL=5m"}
+	opts.Env = []string{"STACYVM_CUSTOM_API_KEY=backend-secret", "STACYVM_SANDBOX_DEFAULT_TTL=5m",
+		"STACYVM_STORE_DSN=postgres://stacyvm:db-secret@db:5432/stacyvm"}
 	opts.Overrides = map[string]string{"server.api_key": "front-secret"}
 	c, info, err := Load(opts)
 	if err != nil {
@@ -851,7 +864,7 @@ func TestPrint(t *testing.T) {
 		t.Fatalf("Print: %v", err)
 	}
 	out := buf.String()
-	for _, secret := range []string{"backend-secret", "front-secret"} {
+	for _, secret := range []string{"backend-secret", "front-secret", "db-secret"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("printed config leaks %q:\n%s", secret, out)
 		}
@@ -859,6 +872,7 @@ func TestPrint(t *testing.T) {
 	for _, line := range []string{
 		`api_key: '***' # override`,
 		`api_key: '***' # env STACYVM_CUSTOM_API_KEY`,
+		`dsn: '***' # env STACYVM_STORE_DSN`,
 		`default_ttl: 5m0s # env STACYVM_SANDBOX_DEFAULT_TTL`,
 		`listen: 127.0.0.1:7423` + "\n",
 	} {

@@ -46,7 +46,14 @@ func (c *Config) Validate() error {
 			"%d is less than twice server.max_file_bytes (%d): the largest JSON file write could never run", s.MemoryBudgetBytes, s.MaxFileBytes)
 	}
 
-	v.check(c.Store.Path != "", "store.path", "is empty")
+	v.oneOf("store.driver", c.Store.Driver, StoreSQLite, StorePostgres)
+	switch c.Store.Driver {
+	case StoreSQLite:
+		v.check(c.Store.Path != "", "store.path", "is empty")
+	case StorePostgres:
+		// The value itself is never quoted: it may hold a password.
+		v.check(c.Store.DSN != "", "store.dsn", "is empty: store.driver postgres needs a connection string such as postgres://user:password@host:5432/db")
+	}
 	v.positiveDuration("store.retention", c.Store.Retention)
 
 	v.oneOf("log.level", strings.ToLower(c.Log.Level), "debug", "info", "warn", "error")

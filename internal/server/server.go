@@ -26,7 +26,6 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
-	"github.com/stacyvm/stacyvm/internal/store/sqlite"
 	"github.com/stacyvm/stacyvm/internal/version"
 )
 
@@ -44,9 +43,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 // Sandboxes keep running; the next start reconciles them.
 func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Listener) error {
 	defer ln.Close()
-	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	st, where, err := openStore(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
@@ -58,7 +57,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	log.Info("server instance", "instance", instance, "store", cfg.Store.Path)
+	log.Info("server instance", "instance", instance, "store", where)
 	cfg = InstanceDirs(cfg, instance)
 
 	reg, closeProviders := BuildRegistry(ctx, cfg, log)
@@ -151,7 +150,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("stacyvm serving", "addr", ln.Addr().String(), "version", version.String(),
-		"store", cfg.Store.Path, "auth", cfg.Server.APIKey != "")
+		"store", where, "auth", cfg.Server.APIKey != "")
 
 	select {
 	case err := <-served:
@@ -245,8 +244,10 @@ func hostPaths(cfg *config.Config) []string {
 			out = append(out, abs)
 		}
 	}
-	add(cfg.Store.Path)
-	add(filepath.Dir(cfg.Store.Path))
+	if cfg.Store.Driver != config.StorePostgres {
+		add(cfg.Store.Path)
+		add(filepath.Dir(cfg.Store.Path))
+	}
 	add(cfg.Mock.Dir)
 	add(cfg.Proot.ImagesDir)
 	add(cfg.Proot.StateDir)

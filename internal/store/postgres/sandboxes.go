@@ -1,0 +1,290 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/store"
+)
+
+// stateDestroyed is provider.StateDestroyed; the store may not import the
+// provider package.
+const stateDestroyed = "destroyed"
+
+const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
+	metadata, env, handle, last_error, created_at, updated_at, expires_at`
+
+func sandboxNotFound(id string) error {
+	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
+}
+
+func checkSandbox(sb store.Sandbox) error {
+	if sb.ID == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox ID is empty")
+	}
+	if sb.State == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox %s has no state", sb.ID)
+	}
+	return nil
+}
+
+func scanSandbox(row pgx.Row) (store.Sandbox, error) {
+	var (
+		sb                        store.Sandbox
+		md, env                   []byte
+		created, updated, expires *time.Time
+	)
+	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
+		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires); err != nil {
+		return store.Sandbox{}, err
+	}
+	if err := errors.Join(jsonFrom(md, &sb.Metadata), jsonFrom(env, &sb.Env)); err != nil {
+		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
+	}
+	sb.CreatedAt, sb.UpdatedAt, sb.ExpiresAt = timeFrom(created), timeFrom(updated), timeFrom(expires)
+	return sb, nil
+}
+
+// CreateSandbox inserts sb and its first history entry (sb.State, with
+// sb.LastError as the reason, at sb.CreatedAt). A zero CreatedAt becomes now
+// and a zero UpdatedAt becomes CreatedAt.
+func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	if err := checkSandbox(sb); err != nil {
+		return err
+	}
+	if sb.CreatedAt.IsZero() {
+		sb.CreatedAt = s.now()
+	}
+	if sb.UpdatedAt.IsZero() {
+		sb.UpdatedAt = sb.CreatedAt
+	}
+	md, err := jsonText(sb.Metadata, sb.Metadata == nil)
+	if err != nil {
+		return s.opErr(err, "create sandbox %s", sb.ID)
+	}
+	env, err := jsonText(sb.Env, sb.Env == nil)
+	if err != nil {
+		return s.opErr(err, "create sandbox %s", sb.ID)
+	}
+	err = s.withTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			sb.ID, sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB,
+			md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt))
+		if isUniqueViolation(err) {
+			return errdefs.New(errdefs.ErrConflict, "sandbox %s already exists", sb.ID)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO sandbox_history (sandbox_id, state, reason, at) VALUES ($1, $2, $3, $4)`,
+			sb.ID, sb.State, sb.LastError, sb.CreatedAt)
+		return err
+	})
+	return s.opErr(err, "create sandbox %s", sb.ID)
+}
+
+// GetSandbox returns the record of sandbox id, in state destroyed too.
+func (s *Store) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
+	sb, err := scanSandbox(s.pool.QueryRow(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Sandbox{}, sandboxNotFound(id)
+	}
+	return sb, s.opErr(err, "get sandbox %s", id)
+}
+
+// ListSandboxes returns the records f selects, newest first; records created
+// at the same instant are ordered by ID.
+func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]store.Sandbox, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.OwnerID != "" {
+		where = append(where, "owner_id = "+arg(f.OwnerID))
+	}
+	if f.Provider != "" {
+		where = append(where, "provider = "+arg(f.Provider))
+	}
+	if len(f.States) > 0 {
+		where = append(where, "state = ANY ("+arg(f.States)+")")
+	}
+	if f.ExcludeDestroyed {
+		where = append(where, "state <> "+arg(stateDestroyed))
+	}
+	if !f.ExpiredBefore.IsZero() {
+		where = append(where, "expires_at < "+arg(f.ExpiredBefore))
+	}
+	if c := f.After; c != nil {
+		at, id := arg(c.CreatedAt), arg(c.ID)
+		where = append(where, "(created_at < "+at+" OR (created_at = "+at+" AND id > "+id+"))")
+	}
+	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id`
+	if f.Limit > 0 {
+		q += ` LIMIT ` + arg(f.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, s.opErr(err, "list sandboxes")
+	}
+	defer rows.Close()
+	out := []store.Sandbox{}
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, s.opErr(err, "list sandboxes")
+		}
+		out = append(out, sb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.opErr(err, "list sandboxes")
+	}
+	return out, nil
+}
+
+// UpdateSandbox replaces every field of the record but ID and CreatedAt. A
+// zero UpdatedAt becomes now. When the state changes, a history entry is
+// appended with sb.LastError as its reason, at sb.UpdatedAt. The record is
+// locked while it is read and written, so that concurrent updates from
+// several replicas each see the state the previous one left.
+func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
+	if err := checkSandbox(sb); err != nil {
+		return err
+	}
+	if sb.UpdatedAt.IsZero() {
+		sb.UpdatedAt = s.now()
+	}
+	md, err := jsonText(sb.Metadata, sb.Metadata == nil)
+	if err != nil {
+		return s.opErr(err, "update sandbox %s", sb.ID)
+	}
+	env, err := jsonText(sb.Env, sb.Env == nil)
+	if err != nil {
+		return s.opErr(err, "update sandbox %s", sb.ID)
+	}
+	err = s.withTx(ctx, func(tx pgx.Tx) error {
+		var old string
+		err := tx.QueryRow(ctx, `SELECT state FROM sandboxes WHERE id = $1 FOR UPDATE`, sb.ID).Scan(&old)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return sandboxNotFound(sb.ID)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE sandboxes SET provider = $1, image = $2, state = $3, owner_id = $4,
+			template = $5, memory_mb = $6, vcpus = $7, disk_mb = $8, metadata = $9, env = $10, handle = $11,
+			last_error = $12, updated_at = $13, expires_at = $14 WHERE id = $15`,
+			sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB, md, env,
+			sb.Handle, sb.LastError, sb.UpdatedAt, timeArg(sb.ExpiresAt), sb.ID); err != nil {
+			return err
+		}
+		if old == sb.State {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO sandbox_history (sandbox_id, state, reason, at) VALUES ($1, $2, $3, $4)`,
+			sb.ID, sb.State, sb.LastError, sb.UpdatedAt)
+		return err
+	})
+	return s.opErr(err, "update sandbox %s", sb.ID)
+}
+
+// History returns the state transitions of sandbox id, oldest first.
+func (s *Store) History(ctx context.Context, id string) ([]store.Transition, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, reason, at FROM sandbox_history WHERE sandbox_id = $1 ORDER BY seq`, id)
+	if err != nil {
+		return nil, s.opErr(err, "history of sandbox %s", id)
+	}
+	defer rows.Close()
+	out := []store.Transition{}
+	for rows.Next() {
+		var tr store.Transition
+		if err := rows.Scan(&tr.State, &tr.Reason, &tr.At); err != nil {
+			return nil, s.opErr(err, "history of sandbox %s", id)
+		}
+		tr.At = tr.At.UTC()
+		out = append(out, tr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.opErr(err, "history of sandbox %s", id)
+	}
+	if len(out) == 0 {
+		// Every record has a history from its creation on; none means no record.
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sandboxes WHERE id = $1)`, id).Scan(&exists); err != nil {
+			return nil, s.opErr(err, "history of sandbox %s", id)
+		}
+		if !exists {
+			return nil, sandboxNotFound(id)
+		}
+	}
+	return out, nil
+}
+
+// CountSandboxes counts records by state in one aggregate query.
+func (s *Store) CountSandboxes(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, count(*) FROM sandboxes GROUP BY state`)
+	if err != nil {
+		return nil, s.opErr(err, "count sandboxes")
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			state string
+			n     int
+		)
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, s.opErr(err, "count sandboxes")
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.opErr(err, "count sandboxes")
+	}
+	return out, nil
+}
+
+// PurgeDestroyed deletes destroyed records last updated before before;
+// their history goes with them (the foreign key cascades).
+func (s *Store) PurgeDestroyed(ctx context.Context, before time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM sandboxes WHERE state = $1 AND updated_at < $2`, stateDestroyed, before)
+	if err != nil {
+		return 0, s.opErr(err, "purge destroyed sandboxes")
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// InstanceID mints the instance id on first use and keeps it in meta. Every
+// replica on this database reads the same one: the deployment's identity.
+func (s *Store) InstanceID(ctx context.Context) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails on supported platforms
+	// Two statements, not one: a statement's snapshot would not see the
+	// row a concurrent first call commits while this insert waits on it.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO meta (key, value) VALUES ('instance_id', $1) ON CONFLICT (key) DO NOTHING`,
+		"inst-"+hex.EncodeToString(b[:])); err != nil {
+		return "", s.opErr(err, "instance id")
+	}
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&id)
+	if err != nil {
+		return "", s.opErr(err, "instance id")
+	}
+	return id, nil
+}
