@@ -13,12 +13,16 @@ import (
 
 // Sandbox states as the API reports them.
 const (
-	StateCreating  = "creating"
-	StateRunning   = "running"
-	StateStopped   = "stopped"
-	StatePaused    = "paused"
-	StateDestroyed = "destroyed"
-	StateError     = "error"
+	StateCreating   = "creating"
+	StatePooled     = "pooled"
+	StateRunning    = "running"
+	StatePausing    = "pausing"
+	StatePaused     = "paused"
+	StateResuming   = "resuming"
+	StateStopped    = "stopped"
+	StateError      = "error"
+	StateDestroying = "destroying"
+	StateDestroyed  = "destroyed"
 )
 
 // Sandbox is one sandbox as the server describes it.

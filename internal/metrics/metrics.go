@@ -28,7 +28,8 @@ type SandboxCounter interface {
 
 // states are always exported, zero or not, so that a dashboard's series
 // do not appear and vanish with the first sandbox of each state.
-var states = []string{"creating", "running", "stopped", "paused", "destroyed", "error"}
+var states = []string{"creating", "pooled", "running", "pausing", "paused", "resuming", "stopped",
+	"error", "destroying", "destroyed"}
 
 // countTimeout bounds the store query behind one scrape.
 const countTimeout = 5 * time.Second
@@ -40,6 +41,7 @@ type Metrics struct {
 	ops       *prometheus.HistogramVec
 	reaper    *prometheus.CounterVec
 	reconcile *prometheus.CounterVec
+	trans     *prometheus.CounterVec
 	http      *prometheus.HistogramVec
 	counter   atomic.Pointer[SandboxCounter]
 }
@@ -64,6 +66,10 @@ func New(c SandboxCounter) *Metrics {
 			Name: "stacyvm_reconcile_actions_total",
 			Help: "What reconcile did with records and runtimes, by action.",
 		}, []string{"action"}),
+		trans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stacyvm_sandbox_transitions_total",
+			Help: "Sandbox lifecycle transitions, by state left and state entered.",
+		}, []string{"from", "to"}),
 		http: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stacyvm_http_request_duration_seconds",
 			Help:    "Duration of HTTP requests by route pattern and status code; streams count until they end.",
@@ -73,7 +79,7 @@ func New(c SandboxCounter) *Metrics {
 	if c != nil {
 		m.SetSandboxCounter(c)
 	}
-	m.reg.MustRegister(m.ops, m.reaper, m.reconcile, m.http, &sandboxCollector{m: m},
+	m.reg.MustRegister(m.ops, m.reaper, m.reconcile, m.trans, m.http, &sandboxCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -106,6 +112,12 @@ func outcome(err error) string {
 		return strings.ReplaceAll(c.Error(), " ", "_")
 	}
 	return "error"
+}
+
+// Transition records one sandbox lifecycle transition; it implements
+// orchestrator.Observer. Both labels are lifecycle states, a bounded set.
+func (m *Metrics) Transition(from, to string) {
+	m.trans.WithLabelValues(from, to).Inc()
 }
 
 // Action records what the reaper or reconcile did; it implements

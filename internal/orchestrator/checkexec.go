@@ -7,7 +7,7 @@ import "context"
 // invalid request), or nil. The API calls it before it commits a 200 to a
 // streamed response, so that such failures keep their HTTP status.
 func (m *Manager) CheckExec(ctx context.Context, id string, req ExecRequest) error {
-	sb, _, err := m.guest(ctx, id)
+	sb, _, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return err
 	}

@@ -69,9 +69,11 @@ func TestHungDestroyBlocksNothingElse(t *testing.T) {
 	case <-time.After(destroyTimeout + 10*time.Second):
 		t.Fatal("the hung destroy never returned")
 	}
-	// The record is kept so that the runtime is not forgotten.
+	// The record is kept, destroying, so that the runtime is not
+	// forgotten and a later destroy (or the reaper, or reconcile)
+	// finishes it.
 	sb, err := e.m.Get(context.Background(), hung.ID)
-	if err != nil || sb.State != string(provider.StateRunning) {
+	if err != nil || sb.State != string(provider.StateDestroying) {
 		t.Fatalf("hung sandbox after the failed destroy: %+v, %v", sb, err)
 	}
 

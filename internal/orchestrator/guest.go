@@ -40,8 +40,8 @@ type ExecResult struct {
 	Truncated bool // output beyond MaxOutputBytes per stream was dropped
 }
 
-func (m *Manager) guest(ctx context.Context, id string) (store.Sandbox, provider.Provider, error) {
-	sb, err := m.running(ctx, id)
+func (m *Manager) guest(ctx context.Context, id, op string) (store.Sandbox, provider.Provider, error) {
+	sb, err := m.running(ctx, id, op)
 	if err != nil {
 		return store.Sandbox{}, nil, err
 	}
@@ -85,7 +85,7 @@ func (m *Manager) providerRequest(sb store.Sandbox, req ExecRequest) (provider.E
 // returns what it printed so far together with an errdefs.ErrExecTimeout
 // error.
 func (m *Manager) Exec(ctx context.Context, id string, req ExecRequest) (ExecResult, error) {
-	sb, p, err := m.guest(ctx, id)
+	sb, p, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return ExecResult{}, err
 	}
@@ -117,7 +117,7 @@ func (m *Manager) execOn(ctx context.Context, p provider.Provider, sb store.Sand
 // ExecStream runs a command and writes its output as it is produced. The
 // writers are never called concurrently. Cancelling ctx kills the command.
 func (m *Manager) ExecStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
-	sb, p, err := m.guest(ctx, id)
+	sb, p, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return provider.ExitStatus{}, err
 	}
@@ -207,7 +207,7 @@ func (c *capped) String() string {
 
 // observed runs one guest operation and reports it to the Observer.
 func observed[T any](m *Manager, ctx context.Context, id, op string, f func(p provider.Provider) (T, error)) (T, error) {
-	_, p, err := m.guest(ctx, id)
+	_, p, err := m.guest(ctx, id, opVerb(op))
 	if err != nil {
 		var zero T
 		return zero, err
@@ -341,3 +341,13 @@ func checkMode(mode fs.FileMode) error {
 	_, err := provider.NormalizeMode(mode)
 	return err
 }
+
+// opVerbs name file operations in conflict messages: "sandbox sb-1 is
+// paused; cannot write a file".
+var opVerbs = map[string]string{
+	"file_write": "write a file", "file_read": "read a file", "file_list": "list files",
+	"file_stat": "stat a file", "file_delete": "delete a file", "file_move": "move a file",
+	"file_chmod": "change a file's mode", "file_glob": "glob files",
+}
+
+func opVerb(op string) string { return cmp.Or(opVerbs[op], op) }

@@ -164,12 +164,15 @@ type Observer interface {
 	// Action records what the reaper or reconcile did ("expired",
 	// "adopted", "destroyed", "marked_error"…).
 	Action(source, action string)
+	// Transition records one lifecycle transition of a sandbox.
+	Transition(from, to string)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) Op(string, string, time.Duration, error) {}
 func (nopObserver) Action(string, string)                   {}
+func (nopObserver) Transition(string, string)               {}
 
 // Manager is the orchestrator. Create it with New, call Reconcile once
 // before serving, then Run for the reaper.
@@ -364,15 +367,12 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		}
 	}
 
-	sb.State = string(provider.StateRunning)
-	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
+	sb, err = m.transition(ctx, sb, change{to: provider.StateRunning})
+	if err != nil {
 		m.destroyRuntime(p, sb.ID)
 		m.fail(sb, err)
-		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
+		return store.Sandbox{}, err
 	}
-	m.remember(sb)
-	m.publish(events.SandboxRunning, sb.ID, nil)
 	m.log.Info("sandbox spawned", "sandbox", sb.ID, "provider", sb.Provider, "image", sb.Image,
 		"duration", time.Since(start))
 	return sb, nil
@@ -472,8 +472,8 @@ func (m *Manager) reserve(sb store.Sandbox) error {
 	defer m.mu.Unlock()
 	total, owned := 0, 0
 	for _, s := range m.live {
-		// Records in state error count: their runtime may still exist
-		// (reconcile marks a sandbox error when it cannot reach it).
+		// The live set holds exactly the records that count (transition
+		// keeps it so, from the lifecycle table).
 		total++
 		if sb.OwnerID != "" && s.OwnerID == sb.OwnerID {
 			owned++
@@ -526,16 +526,14 @@ func (m *Manager) forget(id string) {
 // reason) so that the caller can see what happened; it holds no runtime.
 func (m *Manager) fail(sb store.Sandbox, cause error) {
 	m.failures.Add(1)
-	sb.State = string(provider.StateError)
-	sb.LastError = cause.Error()
-	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(context.Background(), sb); err != nil {
+	// creating → error releases its place under the limits (it holds no
+	// runtime); the record stays listed until destroyed or reconciled.
+	if _, err := m.transition(context.Background(), sb, change{
+		to: provider.StateError, reason: cause.Error(), data: map[string]string{"error": cause.Error()},
+	}); err != nil {
 		m.log.Error("record failed spawn", "sandbox", sb.ID, "err", err)
+		m.forget(sb.ID)
 	}
-	// It holds no runtime, so it takes no place under the limits; the
-	// record stays listed until destroyed or reconciled.
-	m.forget(sb.ID)
-	m.publish(events.SandboxError, sb.ID, map[string]string{"error": sb.LastError})
 	m.log.Warn("spawn failed", "sandbox", sb.ID, "provider", sb.Provider, "err", cause)
 }
 
@@ -655,13 +653,12 @@ func (m *Manager) List(ctx context.Context, f ListFilter) ([]store.Sandbox, erro
 // ListPage is List that also returns the cursor of the next page: "" when
 // f has no Limit or this page is the last.
 func (m *Manager) ListPage(ctx context.Context, f ListFilter) ([]store.Sandbox, string, error) {
-	sf := store.SandboxFilter{OwnerID: f.OwnerID, Provider: f.Provider, ExcludeDestroyed: true}
+	sf := store.SandboxFilter{OwnerID: f.OwnerID, Provider: f.Provider, States: listedStates()}
 	if f.State != "" {
 		if !validState(f.State) {
 			return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "unknown state %q", f.State)
 		}
 		sf.States = []string{f.State}
-		sf.ExcludeDestroyed = f.State != string(provider.StateDestroyed)
 	}
 	if f.Limit < 0 || f.Limit > MaxPageSize {
 		return nil, "", errdefs.New(errdefs.ErrInvalidArgument, "limit must be between 1 and %d", MaxPageSize)
@@ -711,15 +708,6 @@ func decodeCursor(s string) (store.Cursor, error) {
 	return store.Cursor{CreatedAt: time.Unix(0, n).UTC(), ID: id}, nil
 }
 
-func validState(s string) bool {
-	switch provider.State(s) {
-	case provider.StateCreating, provider.StateRunning, provider.StateStopped,
-		provider.StatePaused, provider.StateDestroyed, provider.StateError:
-		return true
-	}
-	return false
-}
-
 // Destroy removes a sandbox's runtime and marks its record destroyed. A
 // runtime that is already gone is fine; a sandbox already destroyed is
 // errdefs.ErrSandboxDestroyed.
@@ -728,11 +716,10 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if sb.State == string(provider.StateCreating) {
+	if propsOf(sb.State).SpawnOwned {
 		// Spawn owns the record until it ends; destroying under it would
 		// let it record a runtime that is gone, or leak one it finishes.
-		return errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is still being created", id),
-			"retry the destroy once the spawn has returned")
+		return notAllowed(sb, "destroy")
 	}
 	return m.destroy(ctx, sb, "destroyed on request", events.SandboxDestroyed)
 }
@@ -756,24 +743,32 @@ func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventTy
 		return errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", sb.ID)
 	}
 	sb = cur
+	if sb.State != string(provider.StateDestroying) {
+		if err := checkOp(sb, "destroy", provider.StateDestroying); err != nil {
+			return err
+		}
+	}
 	p, err := m.reg.Get(sb.Provider)
 	if err != nil {
 		// Without its provider the runtime cannot be removed; keep the
 		// record so that nothing is leaked unnoticed.
 		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "cannot destroy sandbox %s", sb.ID)
 	}
+	if sb.State != string(provider.StateDestroying) {
+		// The intent is recorded first: a destroy that fails (or a server
+		// that stops) leaves the record destroying, and a later destroy,
+		// the reaper or reconcile finishes it.
+		if sb, err = m.transition(ctx, sb, change{to: provider.StateDestroying, reason: reason}); err != nil {
+			return err
+		}
+	}
 	err = m.destroyWithin(ctx, p, sb.ID)
 	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("destroy sandbox %s: %w", sb.ID, err)
 	}
-	sb.State = string(provider.StateDestroyed)
-	sb.LastError = reason
-	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
-		return fmt.Errorf("record destroyed sandbox %s: %w", sb.ID, err)
+	if _, err := m.transition(ctx, sb, change{to: provider.StateDestroyed, reason: reason, event: eventType}); err != nil {
+		return err
 	}
-	m.forget(sb.ID)
-	m.publish(eventType, sb.ID, map[string]string{"reason": reason})
 	m.log.Info("sandbox destroyed", "sandbox", sb.ID, "reason", reason)
 	return nil
 }
@@ -800,8 +795,14 @@ func (m *Manager) setExpiry(ctx context.Context, id string, ttl time.Duration, e
 	// Under the ID's lock, so that a destroy cannot slip between reading
 	// the record and writing it back (which would revive it).
 	defer m.lockID(id)()
-	sb, err := m.running(ctx, id)
+	sb, err := m.Get(ctx, id)
 	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if !propsOf(sb.State).Extendable {
+		return store.Sandbox{}, notAllowed(sb, "extend")
+	}
+	if err := m.checkUnexpired(sb); err != nil {
 		return store.Sandbox{}, err
 	}
 	if exp := m.now().Add(ttl); exact || exp.After(sb.ExpiresAt) {
@@ -828,8 +829,8 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			break // shutting down: the next start's reaper takes the rest
 		}
-		if sb.State == string(provider.StateCreating) {
-			continue // its spawn is still running; the next pass takes it
+		if !propsOf(sb.State).Reapable {
+			continue // a spawn or an operation owns it; the next pass takes it
 		}
 		if err := m.destroy(ctx, sb, "ttl expired", events.SandboxExpired); err != nil {
 			if errdefs.Classify(err) == errdefs.ErrSandboxDestroyed {
@@ -882,25 +883,29 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// running returns a live sandbox that can take guest operations.
-func (m *Manager) running(ctx context.Context, id string) (store.Sandbox, error) {
+// running returns a live sandbox that can take guest operation op.
+func (m *Manager) running(ctx context.Context, id, op string) (store.Sandbox, error) {
 	sb, err := m.Get(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	switch provider.State(sb.State) {
-	case provider.StateRunning:
-	case provider.StateError:
-		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is in state error: %s", id, sb.LastError),
-			"destroy it and spawn a new one")
-	default:
-		return store.Sandbox{}, errdefs.New(errdefs.ErrConflict, "sandbox %s is %s, not running", id, sb.State)
+	if !propsOf(sb.State).Guest {
+		return store.Sandbox{}, notAllowed(sb, op)
 	}
-	if !sb.ExpiresAt.After(m.now()) {
-		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s expired at %s", id, sb.ExpiresAt.Format(time.RFC3339)),
-			"spawn a new sandbox, and extend its TTL before it runs out")
+	if err := m.checkUnexpired(sb); err != nil {
+		return store.Sandbox{}, err
 	}
 	return sb, nil
+}
+
+// checkUnexpired fails for a sandbox whose TTL ran out and that the
+// reaper has not destroyed yet.
+func (m *Manager) checkUnexpired(sb store.Sandbox) error {
+	if !sb.ExpiresAt.IsZero() && !sb.ExpiresAt.After(m.now()) {
+		return errdefs.WithHint(errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s expired at %s", sb.ID, sb.ExpiresAt.Format(time.RFC3339)),
+			"spawn a new sandbox, and extend its TTL before it runs out")
+	}
+	return nil
 }
 
 // Counts returns how many sandboxes the store holds in each state.

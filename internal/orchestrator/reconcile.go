@@ -190,14 +190,18 @@ func adoptedState(s provider.State) string {
 	return string(provider.StateRunning)
 }
 
+// markError records that a sandbox's runtime cannot be reached or is
+// broken. A record already in error keeps its first reason; one that
+// nobody would see in error (a pool member) or whose destroy is pending
+// keeps its state, and the pool or the next destroy decides.
 func (m *Manager) markError(ctx context.Context, sb store.Sandbox, reason string, errs *[]error) {
-	sb.State = string(provider.StateError)
-	sb.LastError = reason
-	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(ctx, sb); err != nil {
+	m.remember(sb) // whatever happens, it keeps its place: its runtime may exist
+	if !canTransition(provider.State(sb.State), provider.StateError) {
+		return
+	}
+	if _, err := m.transition(ctx, sb, change{to: provider.StateError, reason: reason}); err != nil {
 		*errs = append(*errs, err)
 	}
-	m.remember(sb)
 	m.cfg.Observer.Action("reconcile", "marked_error")
 }
 
@@ -221,10 +225,10 @@ func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf fun
 	if sb.State == string(provider.StateDestroyed) {
 		return // destroyed meanwhile
 	}
-	creating := sb.State == string(provider.StateCreating)
+	props := propsOf(sb.State)
 	p, perr := providerOf(sb.Provider)
 	if perr != nil {
-		if creating {
+		if props.SpawnOwned {
 			// Its fate is decided once the provider answers; it keeps its
 			// place under the limits meanwhile.
 			m.remember(sb)
@@ -236,8 +240,17 @@ func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf fun
 	}
 	info, serr := p.Status(ctx, sb.ID)
 	gone := errors.Is(serr, errdefs.ErrNotFound) || (serr == nil && info.State == provider.StateDestroyed)
+	want, matches := provider.State(""), false
+	if serr == nil {
+		want, matches = recordStateFor(sb.State, info.State)
+		if !matches && info.State != provider.StateError {
+			// A runtime that reports nothing usable counts as running,
+			// as for adoption.
+			want, matches = recordStateFor(sb.State, provider.StateRunning)
+		}
+	}
 	switch {
-	case creating && (gone || serr == nil):
+	case props.SpawnOwned && (gone || serr == nil):
 		// Left by a process that stopped mid-spawn: its caller never
 		// received it, so it ends destroyed, the reason in its history.
 		if !gone {
@@ -254,6 +267,30 @@ func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf fun
 		}
 		m.markDestroyed(ctx, sb, reason, errs)
 		rep.Gone++
+	case props.SpawnOwned:
+		// The provider cannot say yet: decided at the next reconcile.
+		m.remember(sb)
+	case provider.State(sb.State) == provider.StateDestroying:
+		// A destroy that failed or was cut off: finish it.
+		if err := m.destroyWithin(ctx, p, sb.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			m.remember(sb)
+			*errs = append(*errs, fmt.Errorf("reconcile: finish destroying %s: %w", sb.ID, err))
+			return
+		}
+		m.markDestroyed(ctx, sb, "destroy finished by reconcile: "+sb.LastError, errs)
+		rep.Destroyed++
+	case !props.Listed && (serr != nil || !matches || want != provider.State(sb.State)):
+		// A pool member whose runtime is not running as it should be is
+		// of no use to anyone: it is replaced rather than repaired.
+		if serr == nil {
+			m.destroyRuntime(p, sb.ID)
+		} else {
+			m.remember(sb)
+			*errs = append(*errs, fmt.Errorf("reconcile: pool member %s: %w", sb.ID, serr))
+			return
+		}
+		m.markDestroyed(ctx, sb, fmt.Sprintf("pool member's runtime is %s", info.State), errs)
+		rep.Destroyed++
 	case serr != nil:
 		m.markError(ctx, sb, serr.Error(), errs)
 		rep.Errored++
@@ -261,22 +298,16 @@ func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf fun
 		m.markError(ctx, sb, "the provider reports the runtime broken", errs)
 		rep.Errored++
 	default:
-		if want := adoptedState(info.State); sb.State != want {
-			recovered := sb.State == string(provider.StateError)
-			sb.State = want
-			sb.LastError = ""
-			if recovered {
-				sb.LastError = "recovered: the runtime answers again"
+		m.remember(sb)
+		if want != provider.State(sb.State) {
+			reason := "the runtime is " + string(info.State)
+			if sb.State == string(provider.StateError) {
+				reason = "recovered: the runtime answers again"
 			}
-			sb.UpdatedAt = m.now()
-			if err := m.store.UpdateSandbox(ctx, sb); err != nil {
+			if _, err := m.transition(ctx, sb, change{to: want, reason: reason}); err != nil {
 				*errs = append(*errs, err)
 			}
-			if recovered {
-				m.publish(events.SandboxRunning, sb.ID, map[string]string{"reason": sb.LastError})
-			}
 		}
-		m.remember(sb)
 		m.cfg.Observer.Action("reconcile", "alive")
 		rep.Alive++
 	}
@@ -320,15 +351,13 @@ func (m *Manager) watchHealth(ctx context.Context) bool {
 }
 
 func (m *Manager) markDestroyed(ctx context.Context, sb store.Sandbox, reason string, errs *[]error) {
-	sb.State = string(provider.StateDestroyed)
-	sb.LastError = reason
-	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(ctx, sb); err != nil {
+	// Every live state may end destroyed directly: a runtime can vanish
+	// under any of them.
+	if _, err := m.transition(ctx, sb, change{to: provider.StateDestroyed, reason: reason}); err != nil {
 		*errs = append(*errs, err)
+		return
 	}
-	m.forget(sb.ID)
 	m.cfg.Observer.Action("reconcile", "gone")
-	m.publish(events.SandboxDestroyed, sb.ID, map[string]string{"reason": reason})
 }
 
 // keepReconciling reconciles every ReconcileInterval, and as soon as a

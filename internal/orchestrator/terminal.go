@@ -23,7 +23,7 @@ type TerminalRequest struct {
 // the terminal counts as activity (Touch); closing it kills the session's
 // processes.
 func (m *Manager) OpenTerminal(ctx context.Context, id string, req TerminalRequest) (provider.Terminal, error) {
-	sb, p, err := m.guest(ctx, id)
+	sb, p, err := m.guest(ctx, id, "open a terminal")
 	if err != nil {
 		return nil, err
 	}

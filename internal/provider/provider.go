@@ -131,16 +131,23 @@ type Capabilities struct {
 	Terminal bool `json:"terminal"`
 }
 
-// State is a sandbox's lifecycle state as the API reports it.
+// State is a sandbox's lifecycle state as the API reports it. Providers
+// report only the states a runtime can be in (running, paused, stopped,
+// creating for one never started, error, destroyed); the others are the
+// orchestrator's (docs/lifecycle.md).
 type State string
 
 const (
-	StateCreating  State = "creating"
-	StateRunning   State = "running"
-	StateStopped   State = "stopped"
-	StatePaused    State = "paused"
-	StateDestroyed State = "destroyed"
-	StateError     State = "error"
+	StateCreating   State = "creating"
+	StatePooled     State = "pooled"
+	StateRunning    State = "running"
+	StatePausing    State = "pausing"
+	StatePaused     State = "paused"
+	StateResuming   State = "resuming"
+	StateStopped    State = "stopped"
+	StateError      State = "error"
+	StateDestroying State = "destroying"
+	StateDestroyed  State = "destroyed"
 )
 
 // Spec describes a sandbox to spawn.

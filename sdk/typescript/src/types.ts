@@ -1,6 +1,16 @@
 /** What the API takes and returns. Field names are the wire's. */
 
-export type State = "creating" | "running" | "stopped" | "paused" | "destroyed" | "error";
+export type State =
+  | "creating"
+  | "pooled"
+  | "running"
+  | "pausing"
+  | "paused"
+  | "resuming"
+  | "stopped"
+  | "error"
+  | "destroying"
+  | "destroyed";
 
 export interface Sandbox {
   id: string;
