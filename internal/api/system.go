@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/events"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
@@ -142,6 +143,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	ch, cancel := s.m.Events().Subscribe(after)
 	defer cancel()
+	// An explicit 0 (IDs start at 1) asks for the whole kept history, as
+	// the dashboard does for a sandbox's activity. The history is read
+	// after subscribing, so no event falls between the two; the live
+	// channel's copies of replayed events are skipped by ID.
+	var replay []events.Event
+	if last != "" && after == 0 {
+		replay = s.m.Events().History()
+		if len(replay) > 0 {
+			after = replay[len(replay)-1].ID
+		}
+	}
 	clearDeadlines(w, false, true)
 
 	h := w.Header()
@@ -161,6 +173,31 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	ka := time.NewTicker(s.opts.EventsKeepAlive)
 	defer ka.Stop()
 	ctx := r.Context()
+	send := func(e events.Event) error {
+		e.Data = s.scrubData(e.Data)
+		data, err := json.Marshal(e)
+		if err != nil {
+			s.log.Error("encode event", "err", err)
+			return nil
+		}
+		// Each write and flush must finish in time: a subscriber that
+		// stops reading is dropped rather than held forever.
+		if err := rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, data)
+		return err
+	}
+	for _, e := range replay {
+		if err := send(e); err != nil {
+			return
+		}
+	}
+	if len(replay) > 0 {
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,18 +215,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			e.Data = s.scrubData(e.Data)
-			data, err := json.Marshal(e)
-			if err != nil {
-				s.log.Error("encode event", "err", err)
-				continue
+			if e.ID <= after {
+				continue // replayed from the history already
 			}
-			// Each write and flush must finish in time: a subscriber
-			// that stops reading is dropped rather than held forever.
-			if err := rc.SetWriteDeadline(time.Now().Add(s.opts.StreamWriteTimeout)); err != nil {
-				return
-			}
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, data); err != nil {
+			if err := send(e); err != nil {
 				return
 			}
 		}

@@ -242,4 +242,17 @@ func TestEventsLive(t *testing.T) {
 		t.Errorf("then %+v, want id %s", ev, destroyed.id)
 	}
 	e.expectError(e.call("GET", "/api/v1/events", nil, "Last-Event-ID", "yesterday"), http.StatusBadRequest, codeBadRequest)
+
+	// An explicit 0 replays the whole kept history, then goes live
+	// without repeating what it replayed.
+	all := e.subscribe(ctx, "Last-Event-ID", "0")
+	for _, want := range []sseEvent{created, running, destroyed} {
+		if ev := all.next(); ev.id != want.id || ev.name != want.name {
+			t.Errorf("replay gave %s %s, want %s %s", ev.id, ev.name, want.id, want.name)
+		}
+	}
+	sb2 := e.spawn(nil)
+	if ev := all.next(); ev.name != events.SandboxCreated || ev.data.SandboxID != sb2.ID {
+		t.Errorf("after the replay: %+v, want the new sandbox's creation", ev)
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
 	"github.com/stacyvm/stacyvm/internal/version"
+	"github.com/stacyvm/stacyvm/web"
 )
 
 // Run listens on cfg.Server.Listen and serves until ctx ends.
@@ -119,6 +120,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	// The E2B facade shares the listener under /e2b (docs/e2b.md).
 	root := http.NewServeMux()
 	root.Handle("/", handler)
+	// The dashboard (docs/dashboard.md): its page at / and its files under
+	// /ui/, static and public (the pages ask for the API key and send it
+	// to /api/v1 like any client); every other path stays the API's.
+	dashboard := api.Guard(web.Handler(), api.GuardOptions{AllowedHosts: cfg.Server.AllowedHosts, CORSOrigins: cfg.Server.CORSOrigins, Logger: log})
+	root.Handle("GET /{$}", dashboard)
+	root.Handle("GET "+web.Prefix, dashboard)
 	root.Handle(e2b.Prefix+"/", api.Guard(http.StripPrefix(e2b.Prefix, e2b.New(m, e2b.Options{
 		APIKey:             cfg.Server.APIKey,
 		MaxUploadBytes:     cfg.Server.MaxUploadBytes,

@@ -317,3 +317,38 @@ func TestInstanceDirsAreTheInstancesOwn(t *testing.T) {
 		t.Errorf("a configured sandboxes_dir became %q", got)
 	}
 }
+
+// TestDashboardIsServed: the dashboard is at / and under /ui/, public
+// (its page asks for the key), behind the same Host check as the API;
+// every other path is still the API's, key included.
+func TestDashboardIsServed(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Server.APIKey = "dash-key"
+	base, _ := start(t, cfg, io.Discard)
+	for _, tc := range []struct {
+		path, host  string
+		status      int
+		contentType string
+	}{
+		{"/", "", http.StatusOK, "text/html; charset=utf-8"},
+		{"/ui/app/main.js", "", http.StatusOK, "text/javascript; charset=utf-8"},
+		{"/api/v1/health", "", http.StatusOK, "application/json"},
+		{"/api/v1/sandboxes", "", http.StatusUnauthorized, "application/json"},
+		{"/nope", "", http.StatusUnauthorized, "application/json"}, // the API's, behind its key
+		{"/", "evil.example", http.StatusMisdirectedRequest, "application/json"},
+		{"/ui/app/main.js", "evil.example", http.StatusMisdirectedRequest, "application/json"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+tc.path, nil)
+		if tc.host != "" {
+			req.Host = tc.host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != tc.contentType {
+			t.Errorf("GET %s (Host %q): %d %s, want %d %s", tc.path, tc.host, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status, tc.contentType)
+		}
+	}
+}

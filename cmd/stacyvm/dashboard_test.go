@@ -1,0 +1,409 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/stacyvm/stacyvm/internal/browsertest"
+	"github.com/stacyvm/stacyvm/internal/client"
+	"github.com/stacyvm/stacyvm/internal/errdefs"
+)
+
+// EnvUpdateScreenshots, set to 1, makes TestDashboard write its
+// screenshots to docs/screenshots (the ones the docs and README show)
+// instead of a temporary directory.
+const EnvUpdateScreenshots = "STACYVM_UPDATE_SCREENSHOTS"
+
+// dashboardSession is the browser on the dashboard of a real server.
+type dashboardSession struct {
+	t      *testing.T
+	ctx    context.Context
+	base   string
+	shots  string
+	errsMu sync.Mutex
+	errs   []string // uncaught exceptions and console errors of the pages
+}
+
+// TestDashboard drives the dashboard in a real headless Chromium against a
+// real `stacyvm serve` on Docker: sign in with the API key, spawn a
+// sandbox, use its terminal (echo, top, vi), upload a file and see it in
+// the file browser, edit and save a file (checked through the API),
+// destroy the sandbox. It screenshots every page at 1280×800 and at phone
+// width, and measures the overview's first contentful paint.
+func TestDashboard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the real server, Docker and Chromium; skipped in -short mode")
+	}
+	browsertest.Require(t)
+	requireDockerImage(t, "stacyvm/busybox:test")
+	const key = "dashboard-test-key"
+	srv := startRealServer(t, buildBinaries(t), "provider:\n  enabled: [docker]\ndocker:\n  runtime: runc\n", key)
+
+	shots := t.TempDir()
+	if os.Getenv(EnvUpdateScreenshots) == "1" {
+		shots = filepath.Join("..", "..", "docs", "screenshots")
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &dashboardSession{t: t, base: srv.base, shots: shots,
+		ctx: browsertest.New(t, browsertest.Options{Timeout: 8 * time.Minute})}
+	d.listen()
+	d.do(chromedp.EmulateViewport(1280, 800))
+
+	// Signing in: the page asks for the key; a wrong one shows the
+	// server's message; the right one opens the overview.
+	d.do(chromedp.Navigate(srv.base + "/"))
+	d.waitJS("the sign-in form", `!!document.querySelector("#api-key")`)
+	d.shot("signin")
+	d.do(chromedp.SendKeys(chromedp.CSS("#api-key"), "wrong-key\r"))
+	d.waitJS("the refusal", `document.querySelector(".error")?.textContent.includes("missing or invalid API key")`)
+	d.eval(`document.querySelector("#api-key").value = ""`)
+	d.do(chromedp.SendKeys(chromedp.CSS("#api-key"), key+"\r"))
+	d.waitJS("the overview", `document.querySelector("main h1")?.textContent === "Overview" && !!document.querySelector("main table")`)
+	d.waitJS("the live event stream", `document.querySelector("main h2 .ok")?.textContent.includes("live")`)
+	d.shot("overview")
+
+	// First paint of the overview, from a fresh load with the key kept
+	// in session storage.
+	paints := d.firstPaints(5)
+	slices.Sort(paints)
+	t.Logf("first contentful paint of the overview over %d loads: min %.0f ms, median %.0f ms, max %.0f ms", len(paints), paints[0], paints[len(paints)/2], paints[len(paints)-1])
+	fmt.Printf("DASHBOARD_FIRST_PAINT_MS median=%.0f min=%.0f max=%.0f loads=%d\n", paints[len(paints)/2], paints[0], paints[len(paints)-1], len(paints))
+	// A sanity bound only: the target (< 200 ms) is reported, not asserted,
+	// since a loaded CI machine must not fail the suite on a slow paint.
+	if paints[len(paints)/2] > 5000 {
+		t.Errorf("median first paint %.0f ms: something blocks the page", paints[len(paints)/2])
+	}
+
+	// The empty sandbox list says what to do; spawning opens the sandbox.
+	d.nav("#/sandboxes")
+	d.waitJS("the empty list", `document.querySelector("main .empty")?.textContent.includes("No sandboxes yet")`)
+	d.do(chromedp.SendKeys(chromedp.CSS(`input[name="image"]`), "stacyvm/busybox:test"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="ttl"]`), "15m"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Spawn a sandbox"] button[type="submit"]`)))
+	d.waitJS("the new sandbox's page", `location.hash.startsWith("#/sandboxes/sb-")`)
+	id, err := browsertest.Eval[string](d.ctx, `decodeURIComponent(location.hash.split("/")[2])`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := srv.client.Get(ctx, id); err == nil {
+			_ = srv.client.Destroy(ctx, id)
+		}
+	})
+	if sb, err := srv.client.Get(t.Context(), id); err != nil || sb.State != "running" || sb.Image != "stacyvm/busybox:test" {
+		t.Fatalf("the API has %+v (%v) for the spawned sandbox", sb, err)
+	}
+
+	// The terminal: a real PTY over the WebSocket.
+	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
+	d.termType("echo hi\r")
+	d.waitRow("hi")
+	// The terminal was sized to its box, not left at 80×24.
+	status := d.waitJS("the terminal's size", `document.querySelector(".term-status")?.textContent.match(/(\d+)×(\d+)/)?.slice(1).reverse().join(" ")`)
+	d.termType("stty size\r")
+	d.waitRow(status) // stty prints rows, then columns
+	t.Logf("terminal size (rows cols): %s", status)
+	d.shot("terminal")
+
+	d.termType("top\r")
+	d.waitJS("top's screen", `d_rows().some(r => /^\s*PID\s+PPID/.test(r))`)
+	d.shot("terminal-top")
+	d.termType("q")
+	d.termType("echo top-done-$((20+22))\r")
+	d.waitRow("top-done-42")
+
+	d.termType("vi /tmp/vi-test\r")
+	d.waitJS("vi's screen", `d_rows().filter(r => r.trimEnd() === "~").length >= 5`)
+	d.termType("ihello from vi")
+	// Esc on its own: vi reads an Esc followed at once by more bytes as
+	// the start of an escape sequence (an arrow key), as terminals send.
+	d.termType(kb.Escape)
+	time.Sleep(500 * time.Millisecond)
+	d.termType(":wq\r")
+	d.termType("cat /tmp/vi-test; echo vi-done-$((40+2))\r")
+	d.waitRow("vi-done-42")
+	d.waitRow("hello from vi")
+
+	// Ctrl-C reaches the foreground job, not the session.
+	d.termType("sleep 300\r")
+	time.Sleep(300 * time.Millisecond)
+	d.eval(`document.querySelector(".xterm-helper-textarea").focus()`)
+	d.do(chromedp.KeyEvent("c", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+	d.termType("echo after-ctrl-c-$((6*7))\r")
+	d.waitRow("after-ctrl-c-42")
+
+	// Files: upload, see it listed, edit and save, check through the API.
+	local := filepath.Join(t.TempDir(), "upload.txt")
+	if err := os.WriteFile(local, []byte("uploaded from the browser\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.nav("#/sandboxes/" + id + "/files?path=/tmp")
+	d.waitJS("the listing of /tmp", `!!document.querySelector('tr[data-path="/tmp/vi-test"]')`)
+	d.do(chromedp.SetUploadFiles(chromedp.CSS("#upload-input"), []string{local}),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Upload files"] button[type="submit"]`)))
+	d.waitJS("the uploaded file in the listing", `!!document.querySelector('tr[data-path="/tmp/upload.txt"]')`)
+	if got := d.readFile(srv.client, id, "/tmp/upload.txt"); got != "uploaded from the browser\n" {
+		t.Fatalf("uploaded file holds %q", got)
+	}
+	d.shot("files")
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-path="/tmp/upload.txt"] button[aria-label="Edit upload.txt"]`)))
+	d.waitJS("the editor", `document.querySelector("#editor-text")?.value === "uploaded from the browser\n"`)
+	d.eval(`document.querySelector("#editor-text").value = ""`)
+	d.do(chromedp.SendKeys(chromedp.CSS("#editor-text"), "edited in the dashboard\n"))
+	d.shot("editor")
+	d.do(chromedp.Click(chromedp.CSS(`form.editor button[type="submit"]`)))
+	d.waitJS("the editor to close", `!document.querySelector("#editor-text")`)
+	if got := d.readFile(srv.client, id, "/tmp/upload.txt"); got != "edited in the dashboard\n" {
+		t.Fatalf("after saving, the file holds %q", got)
+	}
+
+	// The other views of a sandbox, and the other pages.
+	if _, err := srv.client.Exec(t.Context(), id, client.ExecRequest{Command: "exit 3"}); err != nil {
+		t.Fatal(err)
+	}
+	d.nav("#/sandboxes/" + id + "/activity")
+	d.waitJS("the exec in the activity", `[...document.querySelectorAll(".events li")].some(li => li.textContent.includes("exec.finished") && li.textContent.includes("exit_code=3"))`)
+	d.shot("activity")
+	d.nav("#/sandboxes/" + id + "/log")
+	d.waitJS("the log", `!!document.querySelector("pre.log")?.textContent`)
+	d.shot("log")
+	if _, err := srv.client.CreateTemplate(t.Context(), client.Template{Name: "python-tools", Image: "stacyvm/busybox:test",
+		Description: "busybox with a workspace", Setup: []string{"mkdir -p /workspace/out"}, MemoryMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	d.nav("#/templates")
+	d.waitJS("the template list", `!!document.querySelector('tr[data-name="python-tools"]')`)
+	d.shot("templates")
+	d.nav("#/pools")
+	d.waitJS("the pool status", `!!document.querySelector("main dl.kv")`)
+	d.shot("pools")
+	d.nav("#/sandboxes")
+	d.waitJS("the sandbox in the list", `!!document.querySelector('tr[data-id="`+id+`"]')`)
+	d.shot("sandboxes")
+
+	// Phone width: the same pages, readable.
+	d.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	d.nav("#/")
+	d.waitJS("the overview", `!!document.querySelector("main table")`)
+	d.shot("phone-overview")
+	d.nav("#/sandboxes/" + id + "/terminal")
+	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
+	d.termType("echo narrow\r")
+	d.waitRow("narrow")
+	d.shot("phone-terminal")
+	if w, err := browsertest.Eval[int](d.ctx, `document.documentElement.scrollWidth`); err != nil || w > 390 {
+		t.Errorf("at phone width the page is %d px wide (%v): it scrolls sideways", w, err)
+	}
+	d.do(chromedp.EmulateViewport(1280, 800))
+
+	// Destroy from the sandbox page, through the confirmation dialog.
+	d.nav("#/sandboxes/" + id)
+	d.waitJS("the sandbox page", `!!document.querySelector("main h1 .badge")`)
+	d.do(chromedp.Click(chromedp.CSS(`main .row button.danger`)))
+	d.waitJS("the confirmation", `!!document.querySelector("dialog[open]")`)
+	d.do(chromedp.Click(chromedp.CSS(`dialog[open] button.danger`)))
+	d.waitJS("the list after destroying", `location.hash === "#/sandboxes"`)
+	if sb, err := srv.client.Get(t.Context(), id); errdefs.Classify(err) != errdefs.ErrSandboxDestroyed {
+		t.Fatalf("after destroying in the dashboard the API answers %+v, %v; want SANDBOX_DESTROYED", sb, err)
+	}
+
+	d.errsMu.Lock()
+	defer d.errsMu.Unlock()
+	for _, e := range d.errs {
+		t.Errorf("page error: %s", e)
+	}
+	t.Logf("screenshots in %s", shots)
+}
+
+// listen collects the pages' uncaught exceptions and console errors.
+func (d *dashboardSession) listen() {
+	err := chromedp.Listen(d.ctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			msg = "exception: " + ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type != runtime.ConsoleAPICalledTypeError {
+				return
+			}
+			var parts []string
+			for _, a := range ev.Args {
+				parts = append(parts, string(a.Value)+a.Description)
+			}
+			msg = "console.error: " + strings.Join(parts, " ")
+		default:
+			return
+		}
+		d.errsMu.Lock()
+		d.errs = append(d.errs, msg)
+		d.errsMu.Unlock()
+	})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *dashboardSession) do(actions ...chromedp.Action[chromedp.Void]) {
+	d.t.Helper()
+	if err := chromedp.Do(d.ctx, actions...); err != nil {
+		d.fail("browser action", err)
+	}
+}
+
+// fail ends the test with what the page showed, and a screenshot.
+func (d *dashboardSession) fail(what string, err error) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	text, _ := browsertest.Eval[string](ctx, `location.hash + "\n" + (document.querySelector("main")?.innerText || "") + "\n--- terminal:\n" + (typeof d_rows === "function" ? d_rows().join("\n") : "")`)
+	if png, serr := chromedp.Run(ctx, chromedp.CaptureScreenshot()); serr == nil {
+		_ = os.WriteFile(filepath.Join(d.t.TempDir(), "failure.png"), png, 0o644)
+	}
+	d.errsMu.Lock()
+	errs := strings.Join(d.errs, "\n")
+	d.errsMu.Unlock()
+	d.t.Fatalf("%s: %v\npage:\n%s\npage errors:\n%s", what, err, text, errs)
+}
+
+// helpers are installed in every page the test looks at.
+const helpers = `window.d_rows = () => [...document.querySelectorAll(".xterm-rows > div")].map(r => r.textContent);`
+
+// waitJS waits until the expression is truthy and returns its value as a
+// string.
+func (d *dashboardSession) waitJS(what, expr string) string {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		v, err := browsertest.Eval[any](d.ctx, helpers+`(() => { const v = (`+expr+`); return v ? String(v) : ""; })()`)
+		if err == nil {
+			if s, _ := v.(string); s != "" {
+				return s
+			}
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.fail("waiting for "+what, fmt.Errorf("not there after 60s (last error: %v)", last))
+	return ""
+}
+
+func (d *dashboardSession) eval(expr string) {
+	d.t.Helper()
+	if _, err := browsertest.Eval[any](d.ctx, "("+expr+", null)"); err != nil {
+		d.fail("evaluate "+expr, err)
+	}
+}
+
+func (d *dashboardSession) nav(hash string) {
+	d.t.Helper()
+	d.eval(`location.hash = ` + jsString(hash))
+}
+
+// termType types into the terminal with real key events, the way a
+// keyboard does: one keyDown that carries the character's text, then
+// keyUp. (chromedp.KeyEvent sends the text as a separate char event,
+// which a page that handles keydown itself, as xterm.js does, sees twice.)
+func (d *dashboardSession) termType(keys string) {
+	d.t.Helper()
+	d.eval(`document.querySelector(".xterm-helper-textarea").focus()`)
+	for _, r := range keys {
+		var down, up input.DispatchKeyEventParams
+		for _, k := range kb.Encode(r) {
+			switch k.Type {
+			case input.DispatchKeyEventTypeKeyDown:
+				down = *k
+			case input.DispatchKeyEventTypeChar:
+				down.Text, down.UnmodifiedText = k.Text, k.UnmodifiedText
+			case input.DispatchKeyEventTypeKeyUp:
+				up = *k
+			}
+		}
+		for _, k := range []input.DispatchKeyEventParams{down, up} {
+			if _, err := chromedp.Call(d.ctx, input.DispatchKeyEvent, k); err != nil {
+				d.fail(fmt.Sprintf("type %q", r), err)
+			}
+		}
+	}
+}
+
+// waitRow waits for a terminal row that is exactly text (a command's
+// output, not the line that typed it).
+func (d *dashboardSession) waitRow(text string) {
+	d.t.Helper()
+	d.waitJS("the terminal row "+text, `d_rows().some(r => r.trim() === `+jsString(text)+`)`)
+}
+
+func (d *dashboardSession) shot(name string) {
+	d.t.Helper()
+	// Notices fade on their own; the pictures in the docs go without them.
+	d.eval(`document.getElementById("notice").replaceChildren()`)
+	time.Sleep(150 * time.Millisecond) // let the last frame render
+	png, err := chromedp.Run(d.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		d.fail("screenshot "+name, err)
+	}
+	if err := os.WriteFile(filepath.Join(d.shots, name+".png"), png, 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// firstPaints reloads the overview n times and returns each load's first
+// contentful paint in milliseconds.
+func (d *dashboardSession) firstPaints(n int) []float64 {
+	d.t.Helper()
+	var out []float64
+	for range n {
+		// From another document: a navigation to the same URL with a
+		// fragment would stay in the page and measure nothing new.
+		d.do(chromedp.Navigate("about:blank"), chromedp.Navigate(d.base+"/#/"))
+		v := d.waitJS("the first contentful paint", `performance.getEntriesByType("paint").find(e => e.name === "first-contentful-paint")?.startTime`)
+		var ms float64
+		if _, err := fmt.Sscan(v, &ms); err != nil {
+			d.t.Fatalf("paint time %q: %v", v, err)
+		}
+		out = append(out, ms)
+	}
+	d.waitJS("the overview", `!!document.querySelector("main table")`)
+	return out
+}
+
+func (d *dashboardSession) readFile(c *client.Client, id, path string) string {
+	d.t.Helper()
+	rc, err := c.ReadFile(d.t.Context(), id, path)
+	if err != nil {
+		d.t.Fatalf("read %s through the API: %v", path, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func jsString(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`", "$", "\\$").Replace(s) + "`"
+}
