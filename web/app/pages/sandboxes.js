@@ -3,7 +3,7 @@
 import { api, sandboxPath } from "../api.js";
 import { h, clear, errorBox, empty, code, stateBadge, relTime, fmtTime, notice, confirmDialog, field, busy } from "../ui.js";
 
-const STATES = ["creating", "running", "pooled", "pausing", "paused", "resuming", "error", "destroyed"];
+const STATES = ["creating", "pooled", "running", "pausing", "paused", "resuming", "stopped", "error", "destroying", "destroyed"];
 const PAGE = 100;
 
 export async function render(main, params, { signal }) {
