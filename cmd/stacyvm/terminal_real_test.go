@@ -66,6 +66,7 @@ func TestTerminalRealProviders(t *testing.T) {
 					return res.Stdout, err
 				}),
 				FullScreen: []string{"top"},
+				Editor:     []string{"vi"},
 			})
 		})
 	}

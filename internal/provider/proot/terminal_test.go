@@ -24,5 +24,6 @@ func TestTerminal(t *testing.T) {
 			return out.String(), err
 		}),
 		FullScreen: []string{"top"},
+		Editor:     []string{"vi"},
 	})
 }

@@ -28,6 +28,9 @@ type Config struct {
 	// FullScreen is the argv of a full-screen program that quits on "q"
 	// (top); empty skips that test.
 	FullScreen []string
+	// Editor is the argv of a vi-compatible editor (busybox vi), driven in
+	// insert and command mode to write a file; empty skips that test.
+	Editor []string
 }
 
 // Wait bounds every expectation: the machine running the tests may be
@@ -115,6 +118,27 @@ func Run(t *testing.T, cfg Config) {
 			time.Sleep(300 * time.Millisecond)
 			s.Type(t, "q")
 			s.Expect(t, "quit-10")
+		})
+	}
+	if len(cfg.Editor) > 0 {
+		t.Run("Editor", func(t *testing.T) {
+			s := Start(t, cfg, provider.TerminalRequest{Argv: cfg.Shell, Rows: 24, Cols: 80})
+			// The file's contents come back upper-cased, so the output can
+			// only match once vi has written the file and quit: the typed
+			// text itself is lower-case.
+			s.Type(t, "export TERM=xterm; f=/tmp/terminaltest-vi-$$; "+strings.Join(cfg.Editor, " ")+
+				" $f; tr a-z A-Z < $f; rm -f $f; echo vi-quit-$((6+6))\r")
+			s.Expect(t, "\x1b[H")
+			time.Sleep(300 * time.Millisecond)
+			s.Type(t, "ihello from vi")
+			// Esc alone: an Esc followed at once by more bytes reads as the
+			// start of an escape sequence (an arrow key).
+			time.Sleep(200 * time.Millisecond)
+			s.Type(t, "\x1b")
+			time.Sleep(500 * time.Millisecond)
+			s.Type(t, ":wq\r")
+			s.Expect(t, "HELLO FROM VI")
+			s.Expect(t, "vi-quit-12")
 		})
 	}
 	if cfg.Running != nil {
