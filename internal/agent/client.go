@@ -214,6 +214,9 @@ func (c *Client) Exec(ctx context.Context, req provider.ExecRequest, stdout, std
 }
 
 func (c *Client) exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
+	if req.Stdin != nil {
+		return c.execStdin(ctx, req, stdout, stderr)
+	}
 	body, err := json.Marshal(execRequestToWire(req))
 	if err != nil {
 		return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "encoding exec request")
@@ -223,52 +226,11 @@ func (c *Client) exec(ctx context.Context, req provider.ExecRequest, stdout, std
 		return provider.ExitStatus{}, err
 	}
 	defer resp.Body.Close()
-
-	fr := NewFrameReader(resp.Body, MaxFramePayload)
-	var execErr error
-	for {
-		f, err := fr.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF // the exit frame never came
-			}
-			return provider.ExitStatus{}, c.streamErr(ctx, err, "exec output")
-		}
-		switch f.Kind {
-		case FrameStdout, FrameStderr:
-			w := stdout
-			if f.Kind == FrameStderr {
-				w = stderr
-			}
-			if w == nil {
-				continue
-			}
-			if _, err := w.Write(f.Payload); err != nil {
-				return provider.ExitStatus{}, fmt.Errorf("agent exec: writing %s: %w", f.Kind, err)
-			}
-		case FrameError:
-			var we wireError
-			if err := json.Unmarshal(f.Payload, &we); err != nil {
-				return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "agent sent a malformed error frame")
-			}
-			execErr = errorFromWire(we)
-		case FrameExit:
-			var we wireExit
-			if err := json.Unmarshal(f.Payload, &we); err != nil {
-				return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "agent sent a malformed exit frame")
-			}
-			// Drain the chunked terminator so the connection returns to
-			// the pool instead of being closed.
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
-			return provider.ExitStatus{
-				ExitCode: we.ExitCode,
-				TimedOut: we.TimedOut,
-				Duration: time.Duration(we.DurationNS),
-			}, execErr
-		default:
-			// A frame kind from a newer agent; ignoring it is the rule.
-		}
-	}
+	// After the exit frame, drain the chunked terminator so the connection
+	// returns to the pool instead of being closed.
+	return c.readExecFrames(ctx, NewFrameReader(resp.Body, MaxFramePayload), stdout, stderr, func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 512))
+	})
 }
 
 // WriteFile streams r to path in the sandbox with no size limit. Only

@@ -78,6 +78,7 @@ func NewServer(g provider.Guest, opts ServerOptions) http.Handler {
 	mux.HandleFunc("GET "+pathFilesGlob, s.glob)
 	mux.HandleFunc("POST "+pathRefresh, s.refreshGuest)
 	mux.HandleFunc("GET "+pathTerminal, s.terminal)
+	mux.HandleFunc("GET "+pathExecStdin, s.execStdin)
 	s.mux = mux
 	return s
 }
@@ -185,7 +186,7 @@ func (fw *frameWriter) write(kind FrameKind, payload []byte, flush bool) error {
 			return err
 		}
 	}
-	if flush {
+	if flush && fw.rc != nil { // a hijacked connection has nothing to flush
 		if err := fw.rc.Flush(); err != nil {
 			fw.err = err
 			return err

@@ -87,6 +87,14 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = pipeGrace
+	// Stdin is copied by a goroutine of our own rather than by os/exec,
+	// whose Wait would wait for a Read that only the caller can end.
+	var stdin io.WriteCloser
+	if req.Stdin != nil {
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return provider.ExitStatus{}, fmt.Errorf("exec: stdin: %w", err)
+		}
+	}
 
 	if err := g.start(cmd); err != nil {
 		if code, msg, ok := startFailure(err); ok {
@@ -94,6 +102,12 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 			return provider.ExitStatus{ExitCode: code, Duration: time.Since(start)}, nil
 		}
 		return provider.ExitStatus{}, err
+	}
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(stdin, req.Stdin)
+			stdin.Close() // EOF for the command; Wait has closed it already if it exited
+		}()
 	}
 	// The command's own clock starts once it runs: a start slowed down by
 	// the host (memory pressure) does not eat into it.

@@ -7,10 +7,10 @@ import "context"
 // invalid request), or nil. The API calls it before it commits a 200 to a
 // streamed response, so that such failures keep their HTTP status.
 func (m *Manager) CheckExec(ctx context.Context, id string, req ExecRequest) error {
-	sb, _, err := m.guest(ctx, id, "exec")
+	sb, p, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return err
 	}
-	_, err = m.providerRequest(sb, req)
+	_, err = m.providerRequest(sb, p, req)
 	return err
 }

@@ -28,6 +28,10 @@ type ExecRequest struct {
 	Env     map[string]string
 	WorkDir string
 	Timeout time.Duration // 0: the configured default
+	// Stdin, when set, is the command's standard input, on providers whose
+	// capabilities list stdin (provider.ExecRequest.Stdin says how it is
+	// read); elsewhere the exec is refused as unimplemented.
+	Stdin io.Reader
 }
 
 // ExecResult is a finished buffered command.
@@ -52,9 +56,13 @@ func (m *Manager) guest(ctx context.Context, id, op string) (store.Sandbox, prov
 	return sb, p, nil
 }
 
-func (m *Manager) providerRequest(sb store.Sandbox, req ExecRequest) (provider.ExecRequest, error) {
+func (m *Manager) providerRequest(sb store.Sandbox, p provider.Provider, req ExecRequest) (provider.ExecRequest, error) {
 	if req.Command == "" {
 		return provider.ExecRequest{}, errdefs.New(errdefs.ErrInvalidArgument, "command is required")
+	}
+	if req.Stdin != nil && !p.Capabilities().Stdin {
+		return provider.ExecRequest{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented, "provider %s cannot give commands a standard input", p.Name()),
+			"run the command without stdin, or spawn the sandbox on a provider whose capabilities list stdin")
 	}
 	if req.Timeout < 0 {
 		return provider.ExecRequest{}, errdefs.New(errdefs.ErrInvalidArgument, "timeout must be positive")
@@ -77,7 +85,7 @@ func (m *Manager) providerRequest(sb store.Sandbox, req ExecRequest) (provider.E
 		}
 		maps.Copy(env, req.Env)
 	}
-	return provider.ExecRequest{Argv: argv, Env: env, WorkDir: req.WorkDir, Timeout: req.Timeout}, nil
+	return provider.ExecRequest{Argv: argv, Env: env, WorkDir: req.WorkDir, Timeout: req.Timeout, Stdin: req.Stdin}, nil
 }
 
 // Exec runs a command and returns its buffered output. A non-zero exit is
@@ -125,7 +133,7 @@ func (m *Manager) ExecStream(ctx context.Context, id string, req ExecRequest, st
 }
 
 func (m *Manager) stream(ctx context.Context, p provider.Provider, sb store.Sandbox, req ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
-	preq, err := m.providerRequest(sb, req)
+	preq, err := m.providerRequest(sb, p, req)
 	if err != nil {
 		return provider.ExitStatus{}, err
 	}

@@ -129,6 +129,10 @@ type Capabilities struct {
 	// Terminal: the provider implements Terminals (interactive sessions on
 	// a pseudo-terminal).
 	Terminal bool `json:"terminal"`
+	// Stdin: Exec feeds ExecRequest.Stdin to the command as its standard
+	// input, as it is read. Without it, an Exec with Stdin is refused
+	// (errdefs.ErrUnimplemented) rather than run without its input.
+	Stdin bool `json:"stdin"`
 }
 
 // State is a sandbox's lifecycle state as the API reports it. Providers
@@ -192,6 +196,14 @@ type ExecRequest struct {
 	Env     map[string]string
 	WorkDir string        // sandbox path; "" means DefaultWorkDir
 	Timeout time.Duration // 0 means no timeout beyond ctx
+	// Stdin, when set, is the command's standard input (providers whose
+	// Capabilities say Stdin): Exec copies what it reads to the command as
+	// it arrives, and closes the command's stdin when Stdin returns io.EOF
+	// (any other error closes it too). Nil means the null device. Exec
+	// stops reading once the command has exited, but a Read in progress
+	// then is the caller's to end (close the pipe it reads from) after
+	// Exec returns.
+	Stdin io.Reader
 }
 
 // DefaultWorkDir is where commands start and relative file paths resolve.

@@ -274,6 +274,10 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 	if req.Timeout < 0 {
 		return provider.ExitStatus{}, errdefs.New(errdefs.ErrInvalidArgument, "exec: negative timeout %s", req.Timeout)
 	}
+	if req.Stdin != nil {
+		// The protocol has no way to carry it (Capabilities: no stdin).
+		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: the custom provider protocol has no standard input")
+	}
 	body, err := json.Marshal(wire.ExecToWire(req))
 	if err != nil {
 		return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "exec: encoding the request")

@@ -190,6 +190,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{
 		Isolation:      p.isolation,
 		Streaming:      true,
+		Stdin:          true,
 		Adoption:       true,
 		Network:        true,
 		ResourceLimits: true,

@@ -179,6 +179,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{
 		Isolation:      provider.IsolationVM,
 		Streaming:      true,
+		Stdin:          true,
 		Adoption:       true,
 		Snapshots:      p.snaps != nil,
 		Network:        false,

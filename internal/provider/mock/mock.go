@@ -119,6 +119,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{
 		Isolation: provider.IsolationNone,
 		Streaming: true,
+		Stdin:     true,
 		Adoption:  true,
 		Symlinks:  true,
 		Terminal:  true,

@@ -122,7 +122,7 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 	}
 	args = append(append(args, "--", wd), req.Argv...)
 
-	r, err := p.startCommand(sb, args)
+	r, err := p.startCommand(sb, args, req.Stdin)
 	if err != nil {
 		return provider.ExitStatus{}, err
 	}
@@ -220,8 +220,9 @@ type command struct {
 }
 
 // startCommand starts PRoot with args in its own process group, as the
-// sandbox's uid, with the runner's status on descriptor 3.
-func (p *Provider) startCommand(sb *sandbox, args []string) (*command, error) {
+// sandbox's uid, with the runner's status on descriptor 3. stdin, when
+// set, is copied to the command's standard input (else the null device).
+func (p *Provider) startCommand(sb *sandbox, args []string, stdin io.Reader) (*command, error) {
 	var files []*os.File // every end, closed on failure
 	pipe := func() (*os.File, *os.File, error) {
 		r, w, err := os.Pipe()
@@ -248,7 +249,16 @@ func (p *Provider) startCommand(sb *sandbox, args []string) (*command, error) {
 	if err != nil {
 		return fail(err)
 	}
+	var inR, inW *os.File
+	if stdin != nil {
+		if inR, inW, err = pipe(); err != nil {
+			return fail(err)
+		}
+	}
 	cmd := exec.Command(p.prootPath, args...)
+	if inR != nil {
+		cmd.Stdin = inR
+	}
 	cmd.Dir = "/"
 	cmd.Env = p.prootEnv()
 	cmd.Stdout, cmd.Stderr = outW, errW
@@ -267,6 +277,13 @@ func (p *Provider) startCommand(sb *sandbox, args []string) (*command, error) {
 	outW.Close()
 	errW.Close()
 	stW.Close()
+	if inW != nil {
+		inR.Close()
+		go func() {
+			_, _ = io.Copy(inW, stdin)
+			inW.Close() // EOF for the command
+		}()
+	}
 	r.tracer, err = identify(cmd.Process.Pid)
 	if err != nil {
 		// Exited and reaped already: no /proc entry. Nothing to kill.
@@ -277,6 +294,9 @@ func (p *Provider) startCommand(sb *sandbox, args []string) (*command, error) {
 		cmd.Wait()
 		sb.untrack(r.tracer)
 		close(r.exited)
+		if inW != nil {
+			inW.Close() // a copy blocked on a full pipe returns
+		}
 	}()
 	go func() {
 		defer stR.Close()

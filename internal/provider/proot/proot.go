@@ -339,6 +339,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{
 		Isolation: provider.IsolationProcess,
 		Streaming: true,
+		Stdin:     true,
 		Adoption:  true,
 		Symlinks:  true,
 		Terminal:  true,

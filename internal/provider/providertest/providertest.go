@@ -51,6 +51,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Lifecycle", s.testLifecycle)
 	t.Run("Exec", s.testExec)
 	t.Run("Stream", s.testStream)
+	t.Run("Stdin", s.testStdin)
 	t.Run("Files", s.testFiles)
 	t.Run("Paths", s.testPaths)
 	t.Run("Isolation", s.testIsolation)

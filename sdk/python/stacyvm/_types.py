@@ -139,6 +139,8 @@ class Capabilities(TypedDict):
     resource_limits: bool
     symlinks: bool
     disk_limit: bool
+    terminal: bool
+    stdin: bool
 
 
 class Provider(TypedDict, total=False):

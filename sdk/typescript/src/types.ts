@@ -126,6 +126,8 @@ export interface Capabilities {
   resource_limits: boolean;
   symlinks: boolean;
   disk_limit: boolean;
+  terminal?: boolean;
+  stdin?: boolean;
 }
 
 export interface Provider {
