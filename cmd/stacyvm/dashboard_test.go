@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -91,9 +93,19 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("median first paint %.0f ms: something blocks the page", paints[len(paints)/2])
 	}
 
+	// The keyboard: on a fresh load, the first Tab stop skips to the
+	// content.
+	d.keys("\t")
+	d.waitJS("the skip link focused", `document.activeElement?.classList.contains("skip")`)
+
 	// The empty sandbox list says what to do; spawning opens the sandbox.
 	d.nav("#/sandboxes")
 	d.waitJS("the empty list", `document.querySelector("main .empty")?.textContent.includes("No sandboxes yet")`)
+	// A refused spawn shows the server's own message.
+	d.do(chromedp.SendKeys(chromedp.CSS(`input[name="ttl"]`), "forever"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Spawn a sandbox"] button[type="submit"]`)))
+	d.waitJS("the server's refusal", `document.querySelector("main .error")?.textContent.match(/Spawn: .*ttl.*BAD_REQUEST · HTTP 400 · request [0-9a-f]+/)`)
+	d.eval(`document.querySelector('input[name="ttl"]').value = ""`)
 	d.do(chromedp.SendKeys(chromedp.CSS(`input[name="image"]`), "stacyvm/busybox:test"),
 		chromedp.SendKeys(chromedp.CSS(`input[name="ttl"]`), "15m"),
 		chromedp.Click(chromedp.CSS(`form[aria-label="Spawn a sandbox"] button[type="submit"]`)))
@@ -123,6 +135,9 @@ func TestDashboard(t *testing.T) {
 	d.waitRow(status) // stty prints rows, then columns
 	t.Logf("terminal size (rows cols): %s", status)
 	d.shot("terminal")
+	// F6 leaves the terminal (every other key belongs to the shell).
+	d.termType(kb.F6)
+	d.waitJS("focus out of the terminal", `document.activeElement?.hasAttribute("data-after-terminal")`)
 
 	d.termType("top\r")
 	d.waitJS("top's screen", `d_rows().some(r => /^\s*PID\s+PPID/.test(r))`)
@@ -253,6 +268,16 @@ func (d *dashboardSession) listen() {
 				parts = append(parts, string(a.Value)+a.Description)
 			}
 			msg = "console.error: " + strings.Join(parts, " ")
+		case *cdplog.EventEntryAdded:
+			// The browser's own reports: Content-Security-Policy
+			// violations, failed loads of the page's files.
+			if ev.Entry.Level != cdplog.EntryLevelError {
+				return
+			}
+			if ev.Entry.Source == cdplog.EntrySourceNetwork && strings.Contains(ev.Entry.URL, "/api/v1/") {
+				return // refusals the test provokes (401, 400): the pages show them
+			}
+			msg = "browser log: " + ev.Entry.Text + " " + ev.Entry.URL
 		default:
 			return
 		}
@@ -261,6 +286,9 @@ func (d *dashboardSession) listen() {
 		d.errsMu.Unlock()
 	})
 	if err != nil {
+		d.t.Fatal(err)
+	}
+	if _, err := chromedp.Call(d.ctx, cdplog.Enable, cdp.Empty{}); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -329,6 +357,12 @@ func (d *dashboardSession) nav(hash string) {
 func (d *dashboardSession) termType(keys string) {
 	d.t.Helper()
 	d.eval(`document.querySelector(".xterm-helper-textarea").focus()`)
+	d.keys(keys)
+}
+
+// keys types to whatever has the focus, as termType does.
+func (d *dashboardSession) keys(keys string) {
+	d.t.Helper()
 	for _, r := range keys {
 		var down, up input.DispatchKeyEventParams
 		for _, k := range kb.Encode(r) {

@@ -24,6 +24,7 @@ const routes = [
 const main = document.getElementById("main");
 let leave = () => {};
 let signedIn = false;
+let firstRoute = true;
 
 function match(hash) {
   const [path, qs] = hash.split("?");
@@ -70,9 +71,12 @@ async function route() {
     if (e.name === "AbortError" || ctrl.signal.aborted) return;
     clear(main, h("h1", {}, "Something went wrong"), errorBox(e));
   }
-  // Move focus to the new page for keyboard and screen reader users,
-  // unless the page put it somewhere on purpose.
-  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
+  // After a navigation, move focus to the new page for keyboard and
+  // screen reader users, unless the page put it somewhere on purpose. A
+  // fresh load keeps the browser's start, so the first Tab reaches "Skip
+  // to content".
+  if (!firstRoute && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
+  firstRoute = false;
 }
 
 function renderSession() {
