@@ -1,6 +1,7 @@
 // Package store is StacyVM's persistence contract: sandboxes (with their
-// state history) and templates. Package store/sqlite implements it; package
-// store/storetest is the contract suite every implementation must pass.
+// state history), templates, and environment specs and builds. Package
+// store/sqlite implements it; package store/storetest is the contract suite
+// every implementation must pass.
 package store
 
 import (
@@ -47,6 +48,31 @@ type Store interface {
 	// forward (to t.UpdatedAt when that is later than the stored value).
 	UpdateTemplate(ctx context.Context, t Template) (Template, error)
 	DeleteTemplate(ctx context.Context, name string) error
+
+	// CreateEnvSpec stores a new environment spec; a duplicate ID, or a
+	// duplicate Name for the same OwnerID, is errdefs.ErrConflict.
+	CreateEnvSpec(ctx context.Context, s EnvSpec) error
+	GetEnvSpec(ctx context.Context, id string) (EnvSpec, error)
+	// ListEnvSpecs returns the specs of ownerID (every owner's when
+	// empty), newest first (ties by ID ascending).
+	ListEnvSpecs(ctx context.Context, ownerID string) ([]EnvSpec, error)
+	// CreateEnvBuild stores a new build; a duplicate ID is
+	// errdefs.ErrConflict.
+	CreateEnvBuild(ctx context.Context, b EnvBuild) error
+	GetEnvBuild(ctx context.Context, id string) (EnvBuild, error)
+	// ListEnvBuilds returns matching builds, newest first (by CreatedAt,
+	// ties by ID ascending).
+	ListEnvBuilds(ctx context.Context, f EnvBuildFilter) ([]EnvBuild, error)
+	// UpdateEnvBuild replaces a build's mutable fields (everything but ID,
+	// SpecID, OwnerID and CreatedAt). With from given, the stored status
+	// must be one of from, else nothing changes and the error is
+	// errdefs.ErrConflict: transitions race safely.
+	UpdateEnvBuild(ctx context.Context, b EnvBuild, from ...string) error
+	// ClaimEnvBuild moves the oldest queued build (by CreatedAt, ties by
+	// ID) to building, counts the attempt, sets StartedAt and UpdatedAt
+	// to at, and returns it; none queued is errdefs.ErrNotFound. Two
+	// concurrent claims never return the same build.
+	ClaimEnvBuild(ctx context.Context, at time.Time) (EnvBuild, error)
 
 	Close() error
 }
@@ -116,6 +142,9 @@ type Template struct {
 	TTLSeconds  int
 	PoolSize    int
 	Provider    string
+	// Environment names an environment spec or build (by ID): the
+	// template spawns that build's image, or the spec's latest ready one.
+	Environment string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 }
