@@ -26,6 +26,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/rootfs"
 )
 
 // Image is a root file system built for Firecracker.
@@ -384,12 +385,12 @@ func (ic *imageCache) stage(ctx context.Context, kind, srcPath, ref, stage strin
 		return err
 	}
 	defer root.Close()
-	var st stageStats
+	var st rootfs.Stats
 	switch kind {
 	case KindDir:
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(writeDirTar(ctx, srcPath, pw)) }()
-		st, err = extractTar(ctx, pr, root)
+		st, err = rootfs.Extract(ctx, pr, root)
 		pr.CloseWithError(errors.New("extraction ended"))
 	case KindTar:
 		var f *os.File
@@ -401,7 +402,7 @@ func (ic *imageCache) stage(ctx context.Context, kind, srcPath, ref, stage strin
 		if r, err = maybeGunzip(f); err != nil {
 			return errdefs.Wrap(errdefs.ErrInvalidArgument, err, "image %s", ref)
 		}
-		st, err = extractTar(ctx, r, root)
+		st, err = rootfs.Extract(ctx, r, root)
 	case KindDocker:
 		st, err = ic.exportDocker(ctx, ref, root)
 	}
@@ -425,10 +426,10 @@ func maybeGunzip(f *os.File) (io.Reader, error) {
 
 // exportDocker streams the file system of a created (never started)
 // container of ref, the same bytes `docker export` prints.
-func (ic *imageCache) exportDocker(ctx context.Context, ref string, root *os.Root) (stageStats, error) {
+func (ic *imageCache) exportDocker(ctx context.Context, ref string, root *os.Root) (rootfs.Stats, error) {
 	cli, err := ic.docker()
 	if err != nil {
-		return stageStats{}, err
+		return rootfs.Stats{}, err
 	}
 	defer cli.Close()
 	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -441,7 +442,7 @@ func (ic *imageCache) exportDocker(ctx context.Context, ref string, root *os.Roo
 		HostConfig: &container.HostConfig{NetworkMode: "none"},
 	})
 	if err != nil {
-		return stageStats{}, dockerErr(ctx, err, ref)
+		return rootfs.Stats{}, dockerErr(ctx, err, ref)
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -452,10 +453,10 @@ func (ic *imageCache) exportDocker(ctx context.Context, ref string, root *os.Roo
 	}()
 	rc, err := cli.ContainerExport(ctx, created.ID, client.ContainerExportOptions{})
 	if err != nil {
-		return stageStats{}, dockerErr(ctx, err, ref)
+		return rootfs.Stats{}, dockerErr(ctx, err, ref)
 	}
 	defer rc.Close()
-	return extractTar(ctx, rc, root)
+	return rootfs.Extract(ctx, rc, root)
 }
 
 // makeExt4 builds an ext4 file system from stage with mkfs.ext4 -d, which

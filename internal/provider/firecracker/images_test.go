@@ -22,6 +22,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/rootfs"
 )
 
 func buildCfg(t *testing.T, state string) Config {
@@ -250,7 +251,7 @@ func TestExtractTarConfined(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	_, err = extractTar(context.Background(), &buf, root)
+	_, err = rootfs.Extract(context.Background(), &buf, root)
 	if err == nil {
 		t.Error("extraction through a symlink leading out of the root succeeded")
 	}
