@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/docs"
+	"github.com/stacyvm/stacyvm/internal/envs"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/metrics"
@@ -67,6 +68,9 @@ type Options struct {
 	// exec output; the server shares one between them). Past it a request
 	// waits briefly, then gets 429 with Retry-After.
 	MemoryBudget *membudget.Budget
+	// Environments, when set, serves the environments routes; without it
+	// they answer 503.
+	Environments *envs.Service
 	// MCP, when set, serves the Model Context Protocol (streamable HTTP)
 	// at POST /mcp, behind the same middleware as every other route.
 	MCP http.Handler
@@ -173,6 +177,16 @@ func (s *server) routes() []routeSpec {
 		{"PUT", v1 + "/templates/{name}", bodyJSON, s.updateTemplate},
 		{"DELETE", v1 + "/templates/{name}", bodyJSON, s.deleteTemplate},
 		{"POST", v1 + "/templates/{name}/spawn", bodyJSON, s.spawnTemplate},
+
+		{"POST", v1 + "/environments/specs", bodyJSON, s.createSpec},
+		{"GET", v1 + "/environments/specs", bodyJSON, s.listSpecs},
+		{"GET", v1 + "/environments/specs/{id}", bodyJSON, s.getSpec},
+		{"POST", v1 + "/environments/builds", bodyJSON, s.createBuild},
+		{"GET", v1 + "/environments/builds", bodyJSON, s.listBuilds},
+		{"GET", v1 + "/environments/builds/{id}", bodyJSON, s.getBuild},
+		{"POST", v1 + "/environments/builds/{id}/cancel", bodyJSON, s.cancelBuild},
+		{"GET", v1 + "/environments/builds/{id}/spawn-config", bodyJSON, s.spawnConfig},
+		{"GET", v1 + "/environments/builds/{id}/logs", bodyJSON, s.buildLogs},
 
 		{"GET", v1 + "/providers", bodyJSON, s.listProviders},
 		{"GET", v1 + "/providers/{name}", bodyJSON, s.getProvider},

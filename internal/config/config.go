@@ -31,6 +31,8 @@ type Config struct {
 	Custom      CustomConfig      `yaml:"custom"`
 	Firecracker FirecrackerConfig `yaml:"firecracker"`
 	Guest       GuestConfig       `yaml:"guest"`
+	// Environments is at the end: other sections are added above it.
+	Environments EnvironmentsConfig `yaml:"environments"`
 }
 
 // ServerConfig is the HTTP API server.
@@ -216,6 +218,37 @@ type GuestConfig struct {
 	MaxEntries int `yaml:"max_entries"`
 }
 
+// EnvironmentsConfig is environment builds (docs/environments.md): image
+// recipes built by dockerd (docker.host), optionally pushed to a registry.
+type EnvironmentsConfig struct {
+	// Enabled serves the environments routes when dockerd answers.
+	Enabled bool `yaml:"enabled"`
+	// PipIndexURL is the package index pip installs from; "" is pip's
+	// default (PyPI). A plain-HTTP index is trusted as configured.
+	PipIndexURL string `yaml:"pip_index_url"`
+	// Workers is how many builds run at once.
+	Workers int `yaml:"workers"`
+	// QueueSize bounds the queued builds; past it POST builds is 429.
+	QueueSize int `yaml:"queue_size"`
+	// MaxLogBytes bounds each build's kept log (the last bytes are kept).
+	MaxLogBytes int `yaml:"max_log_bytes"`
+	// BuildTimeout bounds one build, targets included.
+	BuildTimeout time.Duration `yaml:"build_timeout"`
+	// BuildNetwork is the network of the build's RUN steps: "" (dockerd's
+	// default bridge) or "host" (needed to reach an index on loopback;
+	// package installs then run with the host's network).
+	BuildNetwork string `yaml:"build_network"`
+	// RegistryAddress (host[:port]) enables the registry target.
+	RegistryAddress string `yaml:"registry_address"`
+	// RegistryRepository is the path images are pushed under.
+	RegistryRepository string `yaml:"registry_repository"`
+	RegistryUsername   string `yaml:"registry_username"`
+	RegistryPassword   string `yaml:"registry_password" secret:"true"`
+	// RegistryPasswordFile is read at each push instead of
+	// registry_password, so a rotated secret needs no restart.
+	RegistryPasswordFile string `yaml:"registry_password_file"`
+}
+
 // Default returns the built-in configuration. Each call returns a new value.
 func Default() *Config {
 	return &Config{
@@ -259,6 +292,14 @@ func Default() *Config {
 			CallTimeout:   5 * time.Minute,
 			MaxReplyBytes: 32 << 20,
 			MaxEntries:    100_000,
+		},
+		Environments: EnvironmentsConfig{
+			Enabled:            true,
+			Workers:            1,
+			QueueSize:          16,
+			MaxLogBytes:        1 << 20,
+			BuildTimeout:       30 * time.Minute,
+			RegistryRepository: "stacyvm/env",
 		},
 	}
 }

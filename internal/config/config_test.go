@@ -135,6 +135,19 @@ func TestDefaults(t *testing.T) {
 		"guest.call_timeout":           "5m0s",
 		"guest.max_reply_bytes":        "33554432",
 		"guest.max_entries":            "100000",
+		// Environments.
+		"environments.enabled":                "true",
+		"environments.pip_index_url":          "",
+		"environments.workers":                "1",
+		"environments.queue_size":             "16",
+		"environments.max_log_bytes":          "1048576",
+		"environments.build_timeout":          "30m0s",
+		"environments.build_network":          "",
+		"environments.registry_address":       "",
+		"environments.registry_repository":    "stacyvm/env",
+		"environments.registry_username":      "",
+		"environments.registry_password":      "",
+		"environments.registry_password_file": "",
 	}
 	if got := Keys(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(func(yield func(string) bool) {
 		for k := range want {
@@ -336,6 +349,19 @@ guest:
   call_timeout: 1m
   max_reply_bytes: 1048576
   max_entries: 500
+environments:
+  enabled: false
+  pip_index_url: http://127.0.0.1:3141/simple/
+  workers: 2
+  queue_size: 5
+  max_log_bytes: 4096
+  build_timeout: 10m
+  build_network: host
+  registry_address: 127.0.0.1:5000
+  registry_repository: team/envs
+  registry_username: builder
+  registry_password: hunter2
+  registry_password_file: /run/secrets/registry
 `
 
 func TestLoadFullFile(t *testing.T) {
@@ -363,6 +389,9 @@ func TestLoadFullFile(t *testing.T) {
 		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
 		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", SandboxesDir: "/srv/fc-vms", Jailer: "/opt/fc/jailer"},
 		Guest:       GuestConfig{ExecGrace: 2 * time.Second, CallTimeout: time.Minute, MaxReplyBytes: 1 << 20, MaxEntries: 500},
+		Environments: EnvironmentsConfig{PipIndexURL: "http://127.0.0.1:3141/simple/", Workers: 2, QueueSize: 5, MaxLogBytes: 4096,
+			BuildTimeout: 10 * time.Minute, BuildNetwork: "host", RegistryAddress: "127.0.0.1:5000", RegistryRepository: "team/envs",
+			RegistryUsername: "builder", RegistryPassword: "hunter2", RegistryPasswordFile: "/run/secrets/registry"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("loaded\n %+v\nwant\n %+v", c, want)
@@ -747,6 +776,15 @@ func TestValidate(t *testing.T) {
 		{"custom url scheme", map[string]string{"custom.url": "ftp://backend"}, "custom.url"},
 		{"custom url without host", map[string]string{"custom.url": "http://"}, "custom.url"},
 		{"custom url", map[string]string{"custom.url": "http://127.0.0.1:9000/v1"}, ""},
+		{"pip index scheme", map[string]string{"environments.pip_index_url": "file:///srv/wheels"}, "environments.pip_index_url"},
+		{"pip index with space", map[string]string{"environments.pip_index_url": "http://x/simple --trusted-host evil"}, "environments.pip_index_url"},
+		{"pip index", map[string]string{"environments.pip_index_url": "http://127.0.0.1:3141/simple/"}, ""},
+		{"no build workers", map[string]string{"environments.workers": "0"}, "environments.workers"},
+		{"no build queue", map[string]string{"environments.queue_size": "0"}, "environments.queue_size"},
+		{"build network", map[string]string{"environments.build_network": "host;id"}, "environments.build_network"},
+		{"registry with scheme", map[string]string{"environments.registry_address": "https://r.example"}, "environments.registry_address"},
+		{"registry", map[string]string{"environments.registry_address": "127.0.0.1:5000"}, ""},
+		{"registry repository", map[string]string{"environments.registry_repository": "Team/Envs"}, "environments.registry_repository"},
 		{"zero custom timeout", map[string]string{"custom.timeout": "0s"}, "custom.timeout"},
 		{"empty firecracker binary", map[string]string{"firecracker.binary": ""}, "firecracker.binary"},
 	}

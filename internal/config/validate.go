@@ -20,6 +20,13 @@ var dockerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 // dockerUser matches user[:group], by name or numeric ID.
 var dockerUser = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
 
+// registryAddress is host[:port] of a registry; registryRepo a repository
+// path in it.
+var (
+	registryAddress = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
+	registryRepo    = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
+)
+
 // Validate checks every setting and returns all problems at once, joined;
 // each is a *FieldError naming its key, and the whole is classified
 // errdefs.ErrInvalidArgument.
@@ -113,6 +120,20 @@ func (c *Config) Validate() error {
 	v.positiveDuration("custom.timeout", c.Custom.Timeout)
 
 	v.check(c.Firecracker.Binary != "", "firecracker.binary", "is empty")
+
+	e := c.Environments
+	v.check(e.PipIndexURL == "" || (validURL(e.PipIndexURL, "http", "https") && !strings.ContainsAny(e.PipIndexURL, " \t\r\n")),
+		"environments.pip_index_url", "%q is not an http or https URL", e.PipIndexURL)
+	v.positive("environments.workers", int64(e.Workers))
+	v.positive("environments.queue_size", int64(e.QueueSize))
+	v.positive("environments.max_log_bytes", int64(e.MaxLogBytes))
+	v.positiveDuration("environments.build_timeout", e.BuildTimeout)
+	v.check(e.BuildNetwork == "" || dockerName.MatchString(e.BuildNetwork), "environments.build_network",
+		"%q is not a network name (host, bridge…)", e.BuildNetwork)
+	v.check(e.RegistryAddress == "" || registryAddress.MatchString(e.RegistryAddress), "environments.registry_address",
+		"%q is not host[:port]", e.RegistryAddress)
+	v.check(registryRepo.MatchString(e.RegistryRepository), "environments.registry_repository",
+		"%q is not a repository path (lower case, / separated)", e.RegistryRepository)
 
 	if len(v.errs) == 0 {
 		return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/api"
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/e2b"
+	"github.com/stacyvm/stacyvm/internal/envs"
 	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/metrics"
@@ -26,6 +27,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
+	"github.com/stacyvm/stacyvm/internal/store"
 	"github.com/stacyvm/stacyvm/internal/version"
 	"github.com/stacyvm/stacyvm/web"
 )
@@ -99,6 +101,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		log.Error("reconcile finished with errors", "err", err)
 	}
 
+	envSvc, closeEnvs := environments(ctx, cfg, st, log)
+	defer closeEnvs()
+
 	shuttingDown := make(chan struct{})
 	handler := api.New(m, api.Options{
 		APIKey:             cfg.Server.APIKey,
@@ -115,6 +120,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		ProviderConfigs:    providerConfigs(cfg),
 		Metrics:            met,
 		ShuttingDown:       shuttingDown,
+		Environments:       envSvc,
 		MCP:                mcp.Handler(mcp.NewServer(mcp.FromManager(m), version.String())),
 	})
 	// The E2B facade shares the listener under /e2b (docs/e2b.md).
@@ -153,6 +159,19 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		stopReaper()
 		<-reaperDone
 	}()
+	if envSvc != nil {
+		// Builds outlive requests; stopping aborts a running build and
+		// queues it again for the next start.
+		buildersDone := make(chan struct{})
+		go func() {
+			defer close(buildersDone)
+			envSvc.Run(reaperCtx)
+		}()
+		defer func() {
+			stopReaper()
+			<-buildersDone
+		}()
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -176,6 +195,52 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	}
 	log.Info("stopped; sandboxes keep running and are reconciled on the next start")
 	return nil
+}
+
+// environments starts the environment build service when it is enabled
+// and dockerd answers; otherwise its routes answer 503 and the log says
+// why. Builds caught building by a previous process are recovered first.
+func environments(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger) (*envs.Service, func()) {
+	e := cfg.Environments
+	if !e.Enabled {
+		log.Info("environment builds disabled", "setting", "environments.enabled")
+		return nil, func() {}
+	}
+	d, err := envs.NewDocker(ctx, cfg.Docker.Host, e.BuildNetwork)
+	if err != nil {
+		log.Info("environment builds unavailable", "reason", err)
+		return nil, func() {}
+	}
+	ecfg := envs.Config{
+		PipIndexURL:  e.PipIndexURL,
+		Workers:      e.Workers,
+		QueueSize:    e.QueueSize,
+		MaxLogBytes:  e.MaxLogBytes,
+		BuildTimeout: e.BuildTimeout,
+		Registry: envs.Registry{
+			Address: e.RegistryAddress, Repository: e.RegistryRepository,
+			Username: e.RegistryUsername, Password: e.RegistryPassword, PasswordFile: e.RegistryPasswordFile,
+		},
+		Firecracker: func(ctx context.Context, image string) (string, string, int64, error) {
+			img, err := firecracker.BuildImage(ctx, FirecrackerConfig(cfg, log), image)
+			return image, img.Digest, img.Size, err
+		},
+		Logger: log.With("component", "environments"),
+	}
+	images := cfg.Proot.ImagesDir
+	if images == "" {
+		images, _ = proot.DefaultImagesDir()
+	}
+	if images != "" {
+		ecfg.PRoot = envs.PRootImages{Dir: images}
+	}
+	svc := envs.New(st, d, ecfg)
+	if err := svc.Recover(ctx); err != nil {
+		log.Error("environment builds: recovering builds interrupted by a restart", "err", err)
+	}
+	log.Info("environment builds enabled", "workers", e.Workers, "pip_index", e.PipIndexURL != "",
+		"registry", e.RegistryAddress != "")
+	return svc, func() { d.Close() }
 }
 
 // announce logs which provider serves requests that name none, and why,

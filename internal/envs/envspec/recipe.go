@@ -137,6 +137,8 @@ if ! command -v apt-get >/dev/null 2>&1; then
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The log shows each command as it runs.
+set -x
 apt-get update
 # One word per package: the names were validated (no spaces, quotes or globs).
 apt-get install -y --no-install-recommends $pkgs
@@ -172,6 +174,7 @@ if [ ! -s "$d/requirements.txt" ]; then
 	echo "stacyvm: no Python packages"
 	exit 0
 fi
+set -x
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --disable-pip-version-check --no-input -r "$d/requirements.txt"
 `
 

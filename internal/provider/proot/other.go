@@ -26,3 +26,8 @@ func (p *Provider) Warning() string { return "" }
 func DefaultStateDir() (string, error) {
 	return "", errdefs.New(errdefs.ErrProviderUnavailable, "proot: PRoot runs only on Linux")
 }
+
+// DefaultImagesDir fails: PRoot runs only on Linux.
+func DefaultImagesDir() (string, error) {
+	return "", errdefs.New(errdefs.ErrProviderUnavailable, "proot: PRoot runs only on Linux")
+}

@@ -263,6 +263,13 @@ func DefaultStateDir() (string, error) {
 	return dirOption("", "state_dir", defaultStateDir, "XDG_STATE_HOME", ".local/state", "proot")
 }
 
+// DefaultImagesDir is the images directory used when Options.ImagesDir
+// is empty: /var/lib/stacyvm/images as root, else under XDG_DATA_HOME or
+// ~/.local/share.
+func DefaultImagesDir() (string, error) {
+	return dirOption("", "images_dir", "/var/lib/stacyvm/images", "XDG_DATA_HOME", ".local/share", "images")
+}
+
 func dirOption(v, key, rootDefault, xdgVar, homeRel, leaf string) (string, error) {
 	if v == "" {
 		switch {
