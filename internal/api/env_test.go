@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stacyvm/stacyvm/internal/envs"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -43,6 +44,9 @@ type envSetup struct {
 	dir  string // the test's temporary directory
 	// server is applied to the http.Server before it starts.
 	server func(*http.Server)
+	// environments, when set, makes the environments service over the
+	// test's store.
+	environments func(*sqlite.Store) *envs.Service
 }
 
 type envOption func(*envSetup)
@@ -88,6 +92,9 @@ func newEnv(t testing.TB, options ...envOption) *testEnv {
 		o(setup)
 	}
 	cfg, opts = setup.cfg, setup.opts
+	if setup.environments != nil {
+		opts.Environments = setup.environments(st)
+	}
 	m := orchestrator.New(st, reg, cfg)
 	met.SetSandboxCounter(m)
 	srv := httptest.NewUnstartedServer(New(m, opts))
