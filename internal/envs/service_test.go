@@ -72,7 +72,9 @@ func (f *fakeBuilder) Push(context.Context, string, string, registry.AuthConfig,
 	return "", errors.New("no registry")
 }
 
-func (f *fakeBuilder) Export(context.Context, string, io.Writer) error { return errors.New("no export") }
+func (f *fakeBuilder) Export(context.Context, string, io.Writer) error {
+	return errors.New("no export")
+}
 
 func newSpec(t *testing.T, svc *envs.Service, name string, apt ...string) store.EnvSpec {
 	t.Helper()
