@@ -175,7 +175,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("stacyvm serving", "addr", ln.Addr().String(), "version", version.String(),
+	log.Info("stacyvm serving", "addr", ln.Addr().String(), "dashboard", "http://"+ln.Addr().String()+"/", "version", version.String(),
 		"store", where, "auth", cfg.Server.APIKey != "")
 
 	select {

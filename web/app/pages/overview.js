@@ -62,8 +62,9 @@ export async function render(main, _params, { signal }) {
                   {},
                   h("th", { scope: "row" }, p.name, p.default ? h("span", { class: "badge", style: "margin-left:.4rem" }, "default") : null),
                   h("td", { class: p.healthy ? "ok" : "bad" }, p.healthy ? "healthy" : "unavailable"),
-                  h("td", {}, p.capabilities?.isolation || "—"),
-                  h("td", {}, p.capabilities?.terminal ? "yes" : "no"),
+                  // An unavailable provider's capabilities are unknown.
+                  h("td", {}, p.healthy || p.capabilities?.isolation !== "none" ? p.capabilities?.isolation || "—" : "—"),
+                  h("td", {}, p.healthy ? (p.capabilities?.terminal ? "yes" : "no") : "—"),
                   h("td", {}, p.problem || ""),
                 ),
               ),
