@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	cdplog "github.com/chromedp/cdproto/log"
@@ -190,6 +191,15 @@ func TestDashboard(t *testing.T) {
 	if got := d.readFile(srv.client, id, "/tmp/upload.txt"); got != "edited in the dashboard\n" {
 		t.Fatalf("after saving, the file holds %q", got)
 	}
+	// Download saves what the sandbox holds.
+	downloads := t.TempDir()
+	if _, err := chromedp.CallBrowser(d.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+		Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads}); err != nil {
+		t.Fatal(err)
+	}
+	d.waitJS("the listing after saving", `!!document.querySelector('tr[data-path="/tmp/upload.txt"] button[aria-label="Download upload.txt"]')`)
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-path="/tmp/upload.txt"] button[aria-label="Download upload.txt"]`)))
+	waitFile(t, filepath.Join(downloads, "upload.txt"), "edited in the dashboard\n")
 
 	// The other views of a sandbox, and the other pages.
 	if _, err := srv.client.Exec(t.Context(), id, client.ExecRequest{Command: "exit 3"}); err != nil {
@@ -201,33 +211,129 @@ func TestDashboard(t *testing.T) {
 	d.nav("#/sandboxes/" + id + "/log")
 	d.waitJS("the log", `!!document.querySelector("pre.log")?.textContent`)
 	d.shot("log")
-	if _, err := srv.client.CreateTemplate(t.Context(), client.Template{Name: "python-tools", Image: "stacyvm/busybox:test",
-		Description: "busybox with a workspace", Setup: []string{"mkdir -p /workspace/out"}, MemoryMB: 256}); err != nil {
+	// Templates: create, edit, spawn, through the forms; checked through
+	// the API.
+	d.nav("#/templates")
+	d.waitJS("the empty template list", `document.querySelector("main .empty")?.textContent.includes("No templates yet")`)
+	d.do(chromedp.Click(chromedp.CSS(`main button.primary`)))
+	d.waitJS("the template form", `!!document.querySelector('form[aria-label="New template"]')`)
+	d.do(chromedp.SendKeys(chromedp.CSS(`form input[name="name"]`), "tools"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="image"]`), "stacyvm/busybox:test"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="description"]`), "busybox with an out directory"),
+		chromedp.SendKeys(chromedp.CSS(`form textarea[name="setup"]`), "mkdir -p /workspace/out\ntouch /workspace/out/ready"),
+		chromedp.SendKeys(chromedp.CSS(`form textarea[name="env"]`), "GREETING=hello"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="memory_mb"]`), "256"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="New template"] button[type="submit"]`)))
+	d.waitJS("the new template in the list", `!!document.querySelector('tr[data-name="tools"]')`)
+	tpl, err := srv.client.GetTemplate(t.Context(), "tools")
+	if err != nil || tpl.Image != "stacyvm/busybox:test" || len(tpl.Setup) != 2 || tpl.Env["GREETING"] != "hello" || tpl.MemoryMB != 256 {
+		t.Fatalf("the API has %+v (%v) for the template made in the form", tpl, err)
+	}
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-name="tools"] button[aria-label="Edit tools"]`)))
+	d.waitJS("the edit form", `!!document.querySelector('form[aria-label="Edit template tools"]')`)
+	d.eval(`document.querySelector('form input[name="description"]').value = ""`)
+	d.do(chromedp.SendKeys(chromedp.CSS(`form input[name="description"]`), "edited in the dashboard"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="Edit template tools"] button[type="submit"]`)))
+	d.waitJS("the edited template", `document.querySelector('tr[data-name="tools"]')?.textContent.includes("edited in the dashboard")`)
+	if tpl, err := srv.client.GetTemplate(t.Context(), "tools"); err != nil || tpl.Description != "edited in the dashboard" || tpl.Version != 2 || len(tpl.Setup) != 2 {
+		t.Fatalf("after editing, the API has %+v (%v)", tpl, err)
+	}
+	d.shot("templates")
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-name="tools"] button.primary`)))
+	d.waitJS("the sandbox spawned from the template", `location.hash.startsWith("#/sandboxes/sb-") && !location.hash.includes(`+jsString(id)+`)`)
+	fromTpl, err := browsertest.Eval[string](d.ctx, `decodeURIComponent(location.hash.split("/")[2])`)
+	if err != nil {
 		t.Fatal(err)
 	}
-	d.nav("#/templates")
-	d.waitJS("the template list", `!!document.querySelector('tr[data-name="python-tools"]')`)
-	d.shot("templates")
+	if sb, err := srv.client.Get(t.Context(), fromTpl); err != nil || sb.Template != "tools" {
+		t.Fatalf("the sandbox spawned from the template: %+v (%v)", sb, err)
+	}
+	if got := d.readFile(srv.client, fromTpl, "/workspace/out/ready"); got != "" {
+		t.Fatalf("the template's setup left %q in /workspace/out/ready", got)
+	}
 	d.nav("#/pools")
 	d.waitJS("the pool status", `!!document.querySelector("main dl.kv")`)
 	d.shot("pools")
+	third, err := srv.client.Spawn(t.Context(), client.SpawnRequest{Image: "stacyvm/busybox:test", TTL: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.nav("#/sandboxes")
-	d.waitJS("the sandbox in the list", `!!document.querySelector('tr[data-id="`+id+`"]')`)
+	d.waitJS("the sandboxes in the list", `!!document.querySelector('tr[data-id="`+id+`"]') && !!document.querySelector('tr[data-id="`+third.ID+`"]')`)
 	d.shot("sandboxes")
+
+	// Extend moves the expiry (the sandbox was spawned for 15 minutes).
+	before, err := srv.client.Get(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-id="` + id + `"] td.actions button:not(.danger)`)))
+	waitFor(t, "the extended expiry", func() bool {
+		sb, err := srv.client.Get(t.Context(), id)
+		return err == nil && sb.ExpiresAt.After(before.ExpiresAt.Add(10*time.Minute))
+	})
+
+	// Bulk destroy: two selected, both gone, the first one untouched.
+	d.waitJS("the list after extending", `!!document.querySelector('tr[data-id="`+fromTpl+`"] input[type=checkbox]')`)
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-id="`+fromTpl+`"] input[type=checkbox]`)),
+		chromedp.Click(chromedp.CSS(`tr[data-id="`+third.ID+`"] input[type=checkbox]`)))
+	d.waitJS("the bulk button", `[...document.querySelectorAll("main button.danger")].some(b => b.textContent === "Destroy selected (2)" && !b.disabled)`)
+	d.eval(`[...document.querySelectorAll("main button.danger")].find(b => b.textContent === "Destroy selected (2)").click()`)
+	d.waitJS("the confirmation", `document.querySelector("dialog[open]")?.textContent.includes("Destroy 2 sandboxes")`)
+	d.do(chromedp.Click(chromedp.CSS(`dialog[open] button.danger`)))
+	d.waitJS("the list without them", `!document.querySelector('tr[data-id="`+third.ID+`"]') && !document.querySelector('tr[data-id="`+fromTpl+`"]') && !!document.querySelector('tr[data-id="`+id+`"]')`)
+	for _, gone := range []string{fromTpl, third.ID} {
+		if _, err := srv.client.Get(t.Context(), gone); errdefs.Classify(err) != errdefs.ErrSandboxDestroyed {
+			t.Errorf("%s after the bulk destroy: %v, want SANDBOX_DESTROYED", gone, err)
+		}
+	}
+	if sb, err := srv.client.Get(t.Context(), id); err != nil || sb.State != "running" {
+		t.Fatalf("the unselected sandbox: %+v (%v)", sb, err)
+	}
+	// The state filter finds the destroyed ones.
+	d.nav("#/sandboxes?state=destroyed")
+	d.waitJS("the destroyed sandboxes", `!!document.querySelector('tr[data-id="`+third.ID+`"] .state-destroyed') && !document.querySelector('tr[data-id="`+id+`"]')`)
+
+	// Deleting the template, through its confirmation.
+	d.nav("#/templates")
+	d.waitJS("the template", `!!document.querySelector('tr[data-name="tools"]')`)
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-name="tools"] button[aria-label="Delete tools"]`)))
+	d.waitJS("the confirmation", `!!document.querySelector("dialog[open]")`)
+	d.do(chromedp.Click(chromedp.CSS(`dialog[open] button.danger`)))
+	d.waitJS("the empty template list", `document.querySelector("main .empty")?.textContent.includes("No templates yet")`)
+	if _, err := srv.client.GetTemplate(t.Context(), "tools"); errdefs.Classify(err) != errdefs.ErrNotFound {
+		t.Fatalf("the deleted template: %v, want NOT_FOUND", err)
+	}
 
 	// Phone width: the same pages, readable.
 	d.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	narrow := func(page string) {
+		t.Helper()
+		if w, err := browsertest.Eval[int](d.ctx, `document.documentElement.scrollWidth`); err != nil || w > 390 {
+			t.Errorf("at phone width %s is %d px wide (%v): it scrolls sideways", page, w, err)
+		}
+	}
 	d.nav("#/")
 	d.waitJS("the overview", `!!document.querySelector("main table")`)
+	narrow("the overview")
 	d.shot("phone-overview")
+	d.nav("#/sandboxes")
+	d.waitJS("the list", `!!document.querySelector('tr[data-id="`+id+`"]')`)
+	narrow("the sandbox list")
+	d.nav("#/sandboxes/" + id + "/files?path=/tmp")
+	d.waitJS("the files", `!!document.querySelector('tr[data-path="/tmp/upload.txt"]')`)
+	narrow("the file browser")
 	d.nav("#/sandboxes/" + id + "/terminal")
 	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
 	d.termType("echo narrow\r")
 	d.waitRow("narrow")
+	// The narrow terminal told the shell its size.
+	status = d.waitJS("the terminal's size", `document.querySelector(".term-status")?.textContent.match(/(\d+)×(\d+)/)?.slice(1).reverse().join(" ")`)
+	d.termType("stty size\r")
+	d.waitRow(status)
+	t.Logf("terminal size at phone width (rows cols): %s", status)
+	narrow("the terminal")
 	d.shot("phone-terminal")
-	if w, err := browsertest.Eval[int](d.ctx, `document.documentElement.scrollWidth`); err != nil || w > 390 {
-		t.Errorf("at phone width the page is %d px wide (%v): it scrolls sideways", w, err)
-	}
 	d.do(chromedp.EmulateViewport(1280, 800))
 
 	// Destroy from the sandbox page, through the confirmation dialog.
@@ -440,4 +546,26 @@ func (d *dashboardSession) readFile(c *client.Client, id, path string) string {
 
 func jsString(s string) string {
 	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`", "$", "\\$").Replace(s) + "`"
+}
+
+// waitFor polls cond until it holds, for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not after a minute", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitFile waits until path holds want (a download finishing).
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	var got []byte
+	waitFor(t, "the download of "+filepath.Base(path), func() bool {
+		got, _ = os.ReadFile(path)
+		return string(got) == want
+	})
 }

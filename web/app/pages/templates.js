@@ -14,7 +14,7 @@ export async function render(main, _params, { signal }) {
   const providers = await api("GET", "/providers", { signal }).catch(() => []);
 
   function showForm(t) {
-    const name = h("input", { name: "name", required: true, value: t?.name || "", disabled: !!t, pattern: "[A-Za-z0-9][A-Za-z0-9._-]*", spellcheck: false });
+    const name = h("input", { name: "name", required: true, value: t?.name || "", disabled: !!t, spellcheck: false });
     const image = h("input", { name: "image", value: t?.image || "", placeholder: "server default", spellcheck: false });
     const desc = h("input", { name: "description", value: t?.description || "" });
     const setup = h("textarea", { name: "setup", rows: 4, value: (t?.setup || []).join("\n"), placeholder: "pip install requests" });
