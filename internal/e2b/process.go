@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -29,6 +30,8 @@ type proc struct {
 	tag     string
 	config  *process.ProcessConfig
 	cancel  context.CancelFunc
+	stdin   *inputQueue       // started with stdin: true; else nil
+	term    provider.Terminal // a PTY session; else nil
 
 	mu     sync.Mutex
 	subs   map[*sub]struct{}
@@ -79,14 +82,18 @@ func (p *proc) broadcast(ev *process.ProcessEvent) {
 type outWriter struct {
 	p      *proc
 	stderr bool
+	pty    bool
 }
 
 func (w outWriter) Write(b []byte) (int, error) {
 	data := &process.ProcessEvent_DataEvent{}
 	c := append([]byte(nil), b...)
-	if w.stderr {
+	switch {
+	case w.pty:
+		data.Output = &process.ProcessEvent_DataEvent_Pty{Pty: c}
+	case w.stderr:
 		data.Output = &process.ProcessEvent_DataEvent_Stderr{Stderr: c}
-	} else {
+	default:
 		data.Output = &process.ProcessEvent_DataEvent_Stdout{Stdout: c}
 	}
 	w.p.broadcast(&process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: data}})
@@ -173,12 +180,16 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required"))
 	}
 	if req.Msg.Pty != nil {
-		return connect.NewError(connect.CodeUnimplemented, errors.New("PTY sessions are not supported by StacyVM's E2B facade"))
-	}
-	if req.Msg.GetStdin() {
-		return connect.NewError(connect.CodeUnimplemented, errors.New("stdin is not supported by StacyVM's E2B facade: start commands with stdin: false"))
+		return ps.startPTY(ctx, req, stream)
 	}
 	ereq := orchestrator.ExecRequest{Command: cfg.GetCmd(), Args: cfg.GetArgs(), Env: cfg.GetEnvs(), WorkDir: cfg.GetCwd()}
+	var stdin *inputQueue
+	if req.Msg.GetStdin() {
+		// SendInput feeds it; providers without the stdin capability
+		// refuse the command (CheckExec below) rather than run it deaf.
+		stdin = newInputQueue()
+		ereq.Stdin = stdin
+	}
 	if len(ereq.Args) == 0 {
 		// Without arguments the orchestrator reads Command as a shell
 		// string; quoted, it is just the program.
@@ -196,7 +207,7 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 
 	execCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &proc{
-		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel,
+		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel, stdin: stdin,
 		subs: map[*sub]struct{}{}, done: make(chan struct{}),
 	}
 	s.procs.add(p)
@@ -204,6 +215,9 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 	go func() {
 		defer cancel()
 		st, err := s.m.ExecStream(execCtx, id, ereq, outWriter{p: p}, outWriter{p: p, stderr: true})
+		if stdin != nil {
+			stdin.abort() // a Read still waiting for input returns
+		}
 		s.procs.remove(p)
 		p.mu.Lock()
 		p.status, p.err = st, err
@@ -309,8 +323,9 @@ func (ps processService) List(ctx context.Context, req *connect.Request[process.
 	return connect.NewResponse(out), nil
 }
 
-// SendSignal kills the command's whole process tree; SIGTERM does the
-// same as SIGKILL, because the orchestrator ends commands only one way.
+// SendSignal: SIGKILL kills the command's whole process tree. SIGTERM
+// reaches a PTY's foreground job as a real signal; a plain command ends
+// as with SIGKILL, because the orchestrator ends commands only one way.
 func (ps processService) SendSignal(ctx context.Context, req *connect.Request[process.SendSignalRequest]) (*connect.Response[process.SendSignalResponse], error) {
 	switch req.Msg.GetSignal() {
 	case process.Signal_SIGNAL_SIGKILL, process.Signal_SIGNAL_SIGTERM:
@@ -320,6 +335,12 @@ func (ps processService) SendSignal(ctx context.Context, req *connect.Request[pr
 	p, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess())
 	if err != nil {
 		return nil, err
+	}
+	if p.term != nil && req.Msg.GetSignal() == process.Signal_SIGNAL_SIGTERM {
+		if err := p.term.Signal("TERM"); err != nil {
+			return nil, ps.s.rpcError(err)
+		}
+		return connect.NewResponse(&process.SendSignalResponse{}), nil
 	}
 	p.mu.Lock()
 	select {
@@ -335,31 +356,183 @@ func (ps processService) SendSignal(ctx context.Context, req *connect.Request[pr
 	return connect.NewResponse(&process.SendSignalResponse{}), nil
 }
 
-var errNoStdin = errors.New("stdin is not supported by StacyVM's E2B facade: its commands run without standard input")
-
+// SendInput writes to a command's stdin (started with stdin: true) or
+// types into a PTY. It never waits for the command to read: input is
+// queued, up to a bound.
 func (ps processService) SendInput(ctx context.Context, req *connect.Request[process.SendInputRequest]) (*connect.Response[process.SendInputResponse], error) {
-	if _, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess()); err != nil {
+	p, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess())
+	if err != nil {
 		return nil, err
 	}
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoStdin)
+	if err := p.input(req.Msg.GetInput()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&process.SendInputResponse{}), nil
 }
 
+// StreamInput is SendInput as a client stream: a start event names the
+// process, data events carry its input.
 func (ps processService) StreamInput(ctx context.Context, stream *connect.ClientStream[process.StreamInputRequest]) (*connect.Response[process.StreamInputResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoStdin)
+	var p *proc
+	for stream.Receive() {
+		switch ev := stream.Msg().GetEvent().(type) {
+		case *process.StreamInputRequest_Start:
+			found, err := ps.s.procs.find(sandboxFrom(ctx), ev.Start.GetProcess())
+			if err != nil {
+				return nil, err
+			}
+			p = found
+		case *process.StreamInputRequest_Data:
+			if p == nil {
+				return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("stream input: send the start event (which process) first"))
+			}
+			if err := p.input(ev.Data.GetInput()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&process.StreamInputResponse{}), nil
 }
 
+func (p *proc) input(in *process.ProcessInput) error {
+	var data []byte
+	switch v := in.GetInput().(type) {
+	case *process.ProcessInput_Stdin:
+		data = v.Stdin
+	case *process.ProcessInput_Pty:
+		data = v.Pty
+	default:
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("input (stdin or pty) is required"))
+	}
+	switch {
+	case p.term != nil:
+		if _, err := p.term.Write(data); err != nil {
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process with pid %d: writing to its terminal: %s", p.pid, p.srv.scrub(err.Error())))
+		}
+	case p.stdin != nil:
+		switch err := p.stdin.Write(data); {
+		case errors.Is(err, errInputFull):
+			return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("process with pid %d: %w", p.pid, err))
+		case err != nil:
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process with pid %d: %w", p.pid, err))
+		}
+	default:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process with pid %d was started without stdin (start it with stdin: true)", p.pid))
+	}
+	return nil
+}
+
+// CloseStdin ends a command's input: it reads EOF after what was sent.
 func (ps processService) CloseStdin(ctx context.Context, req *connect.Request[process.CloseStdinRequest]) (*connect.Response[process.CloseStdinResponse], error) {
-	if _, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess()); err != nil {
+	p, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess())
+	if err != nil {
 		return nil, err
 	}
-	return nil, connect.NewError(connect.CodeUnimplemented, errNoStdin)
+	if p.stdin == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process with pid %d has no stdin to close (start it with stdin: true; a PTY ends with exit or Ctrl-D)", p.pid))
+	}
+	p.stdin.Close()
+	return connect.NewResponse(&process.CloseStdinResponse{}), nil
 }
 
+// Update resizes a PTY.
 func (ps processService) Update(ctx context.Context, req *connect.Request[process.UpdateRequest]) (*connect.Response[process.UpdateResponse], error) {
-	if _, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess()); err != nil {
+	p, err := ps.s.procs.find(sandboxFrom(ctx), req.Msg.GetProcess())
+	if err != nil {
 		return nil, err
 	}
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("PTY sessions are not supported by StacyVM's E2B facade, so there is nothing to resize"))
+	if p.term == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("process with pid %d is not a PTY: there is nothing to resize", p.pid))
+	}
+	if req.Msg.GetPty() == nil {
+		return connect.NewResponse(&process.UpdateResponse{}), nil
+	}
+	rows, cols, err := ptySize(req.Msg.GetPty())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.term.Resize(rows, cols); err != nil {
+		return nil, ps.s.rpcError(err)
+	}
+	return connect.NewResponse(&process.UpdateResponse{}), nil
+}
+
+// ptySize checks a PTY size as the API's terminals do (1 to 1000).
+func ptySize(pty *process.PTY) (rows, cols uint16, err error) {
+	r, c := pty.GetSize().GetRows(), pty.GetSize().GetCols()
+	if r < 1 || c < 1 || r > 1000 || c > 1000 {
+		return 0, 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("pty size %dx%d: rows and cols must be 1 to 1000", r, c))
+	}
+	return uint16(r), uint16(c), nil
+}
+
+// startPTY runs the command on a pseudo-terminal, an orchestrator terminal
+// session: its output is pty data, SendInput types into it, Update resizes
+// it. The call's deadline bounds it like a command's timeout.
+func (ps processService) startPTY(ctx context.Context, req *connect.Request[process.StartRequest], stream *connect.ServerStream[process.StartResponse]) error {
+	s := ps.s
+	id := sandboxFrom(ctx)
+	cfg := req.Msg.GetProcess()
+	rows, cols, err := ptySize(req.Msg.GetPty())
+	if err != nil {
+		return err
+	}
+	words := []string{"exec", shellQuote(cfg.GetCmd())}
+	for _, a := range cfg.GetArgs() {
+		words = append(words, shellQuote(a))
+	}
+	timeout := s.m.Config().MaxExecTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(max(time.Until(dl), time.Millisecond), timeout)
+	}
+	term, err := s.m.OpenTerminal(ctx, id, orchestrator.TerminalRequest{
+		Command: strings.Join(words, " "), Env: cfg.GetEnvs(), WorkDir: cfg.GetCwd(), Rows: rows, Cols: cols,
+	})
+	if err != nil {
+		return s.rpcError(err)
+	}
+	p := &proc{
+		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, term: term,
+		cancel: func() { term.Close() },
+		subs:   map[*sub]struct{}{}, done: make(chan struct{}),
+	}
+	s.procs.add(p)
+	first := p.attach()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(timeout, func() {
+		timedOut.Store(true)
+		term.Close()
+	})
+	go func() {
+		out := outWriter{p: p, pty: true}
+		buf := make([]byte, 32<<10)
+		for {
+			n, rerr := term.Read(buf)
+			if n > 0 {
+				out.Write(buf[:n])
+			}
+			if rerr != nil {
+				break
+			}
+		}
+		st, err := term.Wait()
+		timer.Stop()
+		term.Close()
+		s.procs.remove(p)
+		p.mu.Lock()
+		p.status, p.err = st, err
+		if timedOut.Load() {
+			p.status.TimedOut = true
+		}
+		close(p.done)
+		p.mu.Unlock()
+	}()
+	return follow(ctx, p, first, keepAliveEvery(req.Header()), func(ev *process.ProcessEvent) error {
+		return stream.Send(&process.StartResponse{Event: ev})
+	})
 }
 
 // rpcError maps an orchestrator error to a Connect code. A sandbox that

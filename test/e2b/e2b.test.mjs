@@ -131,6 +131,52 @@ for (const p of providers) {
         async () => !(await sbx.commands.list()).some((c) => c.args.includes('sleep 60')))
     })
 
+    test('stdin: commands.run with stdin, sendStdin, closeStdin', async () => {
+      const h = await sbx.commands.run('cat; echo "[eof]"', { background: true, stdin: true, timeoutMs: 60_000 })
+      await sbx.commands.sendStdin(h.pid, 'line one\n')
+      // cat answers while its input is still open.
+      await waitFor('stdin echoed before it was closed', () => h.stdout.includes('line one\n'))
+      assert.ok(!h.stdout.includes('[eof]'))
+      await h.sendStdin(new TextEncoder().encode('two\n'))
+      await sbx.commands.closeStdin(h.pid)
+      const r = await h.wait()
+      assert.equal(r.exitCode, 0)
+      assert.equal(r.stdout, 'line one\ntwo\n[eof]\n')
+
+      // A command started without stdin reads the null device and refuses input.
+      const plain = await sbx.commands.run('sleep 30', { background: true, timeoutMs: 60_000 })
+      await assert.rejects(sbx.commands.sendStdin(plain.pid, 'x'), /without stdin/)
+      assert.equal(await plain.kill(), true)
+      assert.equal((await sbx.commands.run('cat; echo done')).stdout, 'done\n')
+    })
+
+    test('PTY: create, sendInput, resize, exit code, kill', async () => {
+      const dec = new TextDecoder()
+      const enc = new TextEncoder()
+      let out = ''
+      const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => { out += dec.decode(d, { stream: true }) }, timeoutMs: 60_000 })
+      assert.ok(pty.pid > 0)
+      await sbx.pty.sendInput(pty.pid, enc.encode('echo "pty-$((6*7))"; stty size\n'))
+      await waitFor('PTY output', () => out.includes('pty-42') && out.includes('24 80'))
+      await sbx.pty.resize(pty.pid, { cols: 120, rows: 40 })
+      await sbx.pty.sendInput(pty.pid, enc.encode('stty size; tty\n'))
+      // tty names a real pseudo-terminal device.
+      await waitFor('the new size and the tty', () => out.includes('40 120') && /\/dev\/pts\/\d+/.test(out))
+      await sbx.pty.sendInput(pty.pid, enc.encode('exit 3\n'))
+      await assert.rejects(pty.wait(), (e) => e instanceof CommandExitError && e.exitCode === 3)
+
+      const second = await sbx.pty.create({ cols: 80, rows: 24, onData: () => {}, timeoutMs: 60_000 })
+      assert.ok((await sbx.commands.list()).some((c) => c.pid === second.pid))
+      assert.equal(await sbx.pty.kill(second.pid), true)
+      await assert.rejects(second.wait(), CommandExitError)
+      await waitFor('the killed PTY to leave the list',
+        async () => !(await sbx.commands.list()).some((c) => c.pid === second.pid))
+      // Resizing something that is not a PTY is refused.
+      const plain = await sbx.commands.run('sleep 30', { background: true, timeoutMs: 60_000 })
+      await assert.rejects(sbx.pty.resize(plain.pid, { cols: 10, rows: 10 }), /not a PTY/)
+      await plain.kill()
+    })
+
     test('files: text and binary, list, exists, rename, makeDir, remove', async () => {
       const dir = `/tmp/e2b-files-${run}`
       await sbx.files.write(`${dir}/hello.txt`, 'héllo wörld\n')
