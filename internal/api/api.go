@@ -156,6 +156,8 @@ func (s *server) routes() []routeSpec {
 		{"GET", sb, bodyJSON, s.getSandbox},
 		{"DELETE", sb, bodyJSON, s.destroySandbox},
 		{"POST", sb + "/extend", bodyJSON, s.extendSandbox},
+		{"POST", sb + "/pause", bodyJSON, s.pauseSandbox},
+		{"POST", sb + "/resume", bodyJSON, s.resumeSandbox},
 		{"POST", sb + "/exec", bodyJSON, s.exec},
 		{"GET", sb + "/exec/ws", bodyJSON, s.execWebSocket},
 		{"GET", sb + "/logs", bodyJSON, s.sandboxLogs},

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
+	"github.com/stacyvm/stacyvm/internal/store"
 )
 
 type spawnBody struct {
@@ -138,6 +140,30 @@ func (s *server) extendSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb, err := s.m.Extend(r.Context(), r.PathValue("id"), ttl)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sandboxOut(sb))
+}
+
+func (s *server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
+	s.freezeSandbox(w, r, s.m.Pause)
+}
+
+func (s *server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
+	s.freezeSandbox(w, r, s.m.Resume)
+}
+
+// freezeSandbox serves pause and resume: no body (an empty JSON object is
+// accepted), the sandbox in its new state back.
+func (s *server) freezeSandbox(w http.ResponseWriter, r *http.Request, op func(context.Context, string) (store.Sandbox, error)) {
+	var b struct{}
+	if err := decodeJSON(r.Body, &b, true); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sb, err := op(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

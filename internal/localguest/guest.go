@@ -109,6 +109,25 @@ func New(opts Options) (*Guest, error) {
 	return g, nil
 }
 
+// Freeze stops (SIGSTOP) or continues (SIGCONT) every command still
+// running, each whole process group, background children included. A
+// command that left its group (setsid) is not reached: localguest is not
+// a container.
+func (g *Guest) Freeze(stop bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errdefs.New(errdefs.ErrProviderUnavailable, "the sandbox is shutting down")
+	}
+	var errs []error
+	for pgid := range g.groups {
+		if err := freezeGroup(pgid, stop); err != nil {
+			errs = append(errs, fmt.Errorf("process group %d: %w", pgid, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Close kills every command still running (each whole process group,
 // including background children whose leader has exited) and closes the
 // root. Operations after Close fail.

@@ -4,6 +4,8 @@ package localguest
 
 import (
 	"io/fs"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"os"
 	"syscall"
 )
@@ -22,6 +24,10 @@ func killGroup(pid int) error {
 }
 
 func groupAlive(int) bool { return false }
+
+func freezeGroup(int, bool) error {
+	return errdefs.New(errdefs.ErrUnimplemented, "freezing processes needs process groups")
+}
 
 func exitCode(ps *os.ProcessState) int { return ps.ExitCode() }
 

@@ -25,6 +25,20 @@ func killGroup(pgid int) error {
 	return err
 }
 
+// freezeGroup stops (SIGSTOP) or continues (SIGCONT) every process in the
+// group.
+func freezeGroup(pgid int, stop bool) error {
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	err := syscall.Kill(-pgid, sig)
+	if err == syscall.ESRCH {
+		return nil // emptied meanwhile
+	}
+	return err
+}
+
 // groupAlive reports whether any process is still in the group.
 func groupAlive(pgid int) bool {
 	err := syscall.Kill(-pgid, 0)

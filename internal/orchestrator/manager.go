@@ -65,6 +65,9 @@ type Config struct {
 	// destroy (503, retry later) instead of holding its sandbox, the
 	// reaper or a shutdown forever.
 	DestroyTimeout time.Duration
+	// ManualResume makes guest operations (exec, files, terminals) on a
+	// paused sandbox a conflict (409) instead of resuming it first.
+	ManualResume bool
 	// MemoryBudget, when set, bounds the memory that buffered exec output
 	// holds across concurrent commands; nil means no bound beyond
 	// MaxOutputBytes per stream.
@@ -888,6 +891,11 @@ func (m *Manager) running(ctx context.Context, id, op string) (store.Sandbox, er
 	sb, err := m.Get(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, err
+	}
+	if provider.State(sb.State) == provider.StatePaused && !m.cfg.ManualResume {
+		if sb, err = m.freeze(ctx, id, resumeOp, "resumed to "+op, true); err != nil {
+			return store.Sandbox{}, err
+		}
 	}
 	if !propsOf(sb.State).Guest {
 		return store.Sandbox{}, notAllowed(sb, op)

@@ -69,6 +69,18 @@ type Inventory interface {
 	List(ctx context.Context) ([]Info, error)
 }
 
+// Pauser is implemented by providers that can freeze every process of a
+// sandbox and thaw them again (Capabilities.Pause). A paused sandbox keeps
+// its memory, processes and files but makes no progress, and Status
+// reports StatePaused, after a server restart too. Pause of a paused
+// sandbox and Resume of a running one do nothing. Guest operations on a
+// paused sandbox may block until it resumes (the orchestrator never sends
+// them); Destroy works on a paused sandbox.
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+}
+
 // SnapshotLister is implemented by providers that keep reusable snapshots.
 type SnapshotLister interface {
 	Snapshots(ctx context.Context) ([]Snapshot, error)
@@ -133,6 +145,8 @@ type Capabilities struct {
 	// input, as it is read. Without it, an Exec with Stdin is refused
 	// (errdefs.ErrUnimplemented) rather than run without its input.
 	Stdin bool `json:"stdin"`
+	// Pause: the provider implements Pauser.
+	Pause bool `json:"pause"`
 }
 
 // State is a sandbox's lifecycle state as the API reports it. Providers

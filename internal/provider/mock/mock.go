@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -66,6 +67,7 @@ type Provider struct {
 var (
 	_ provider.Provider  = (*Provider)(nil)
 	_ provider.Inventory = (*Provider)(nil)
+	_ provider.Pauser    = (*Provider)(nil)
 )
 
 // state is what state.json holds.
@@ -78,6 +80,9 @@ type state struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`
 	Created  time.Time         `json:"created"`
+	// Paused survives a restart, so that Status still says so (the new
+	// instance's commands start unfrozen; Resume clears it).
+	Paused bool `json:"paused,omitempty"`
 }
 
 type sandbox struct {
@@ -86,6 +91,9 @@ type sandbox struct {
 	guest *localguest.Guest
 	logMu sync.Mutex
 	gone  bool // set by Destroy: logging must not recreate the directory
+
+	pauseMu sync.Mutex // serialises Pause and Resume; guards st.Paused with paused
+	paused  atomic.Bool
 }
 
 // New returns a mock provider keeping its sandboxes under opts.Dir.
@@ -123,6 +131,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Adoption:  true,
 		Symlinks:  true,
 		Terminal:  true,
+		Pause:     true,
 	}
 }
 
@@ -242,18 +251,26 @@ func (p *Provider) create(sdir string, spec provider.Spec) (*sandbox, error) {
 		Env:      maps.Clone(spec.Env),
 		Created:  time.Now().UTC().Truncate(time.Millisecond),
 	}
+	if err := writeState(sdir, st); err != nil {
+		return nil, err
+	}
+	return p.open(sdir, st)
+}
+
+// writeState replaces a sandbox directory's state file atomically.
+func writeState(sdir string, st state) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("mock: encode state: %w", err)
+		return fmt.Errorf("mock: encode state: %w", err)
 	}
 	tmp := filepath.Join(sdir, stateFile+".tmp")
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "mock: write state")
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "mock: write state")
 	}
 	if err := os.Rename(tmp, filepath.Join(sdir, stateFile)); err != nil {
-		return nil, errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "mock: write state")
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, unwrapPath(err), "mock: write state")
 	}
-	return p.open(sdir, st)
+	return nil
 }
 
 // open starts the guest of a sandbox directory holding state st.
@@ -278,7 +295,9 @@ func (p *Provider) open(sdir string, st state) (*sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mock: open sandbox %s: %w", st.ID, err)
 	}
-	return &sandbox{st: st, dir: sdir, guest: g}, nil
+	sb := &sandbox{st: st, dir: sdir, guest: g}
+	sb.paused.Store(st.Paused)
+	return sb, nil
 }
 
 // readState reads a sandbox directory's state; ok is false when the
@@ -345,9 +364,13 @@ func (p *Provider) Status(ctx context.Context, id string) (provider.Info, error)
 }
 
 func (sb *sandbox) info() provider.Info {
+	state := provider.StateRunning
+	if sb.paused.Load() {
+		state = provider.StatePaused
+	}
 	return provider.Info{
 		ID:       sb.st.ID,
-		State:    provider.StateRunning,
+		State:    state,
 		Image:    sb.st.Image,
 		Handle:   sb.dir,
 		OwnerID:  sb.st.Owner,
@@ -377,7 +400,8 @@ func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 		if !ok {
 			continue
 		}
-		sb := sandbox{st: st, dir: filepath.Join(p.dir, e.Name())}
+		sb := &sandbox{st: st, dir: filepath.Join(p.dir, e.Name())}
+		sb.paused.Store(st.Paused)
 		out = append(out, sb.info())
 	}
 	slices.SortFunc(out, func(a, b provider.Info) int { return strings.Compare(a.ID, b.ID) })
@@ -444,6 +468,43 @@ func (p *Provider) Close() error {
 	p.mu.Unlock()
 	for _, sb := range live {
 		sb.guest.Close()
+	}
+	return nil
+}
+
+// Pause stops every command of the sandbox (SIGSTOP to each process
+// group it started); Status reports it paused until Resume.
+func (p *Provider) Pause(ctx context.Context, id string) error { return p.freeze(id, true) }
+
+// Resume continues the commands Pause stopped.
+func (p *Provider) Resume(ctx context.Context, id string) error { return p.freeze(id, false) }
+
+func (p *Provider) freeze(id string, stop bool) error {
+	sb, err := p.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb.pauseMu.Lock()
+	defer sb.pauseMu.Unlock()
+	if sb.paused.Load() == stop {
+		return nil
+	}
+	if err := sb.guest.Freeze(stop); err != nil {
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "mock: freeze sandbox %s", id)
+	}
+	st := sb.st
+	st.Paused = stop
+	if err := writeState(sb.dir, st); err != nil {
+		// Undo, so that the processes and the state file agree.
+		_ = sb.guest.Freeze(!stop)
+		return err
+	}
+	sb.st.Paused = stop
+	sb.paused.Store(stop)
+	if stop {
+		sb.logf("sandbox %s paused", id)
+	} else {
+		sb.logf("sandbox %s resumed", id)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package providertest is the conformance suite every StacyVM provider
 // passes: lifecycle, exec, streaming, file operations, hostile paths,
-// isolation between sandboxes, concurrency and adoption. A provider's own
+// isolation between sandboxes, concurrency, adoption and pause/resume. A provider's own
 // test calls Run with a Harness; parts that need a capability the provider
 // declares it lacks are skipped, with the capability's name.
 //
@@ -58,6 +58,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Concurrency", s.testConcurrency)
 	t.Run("Logs", s.testLogs)
 	t.Run("Adoption", s.testAdoption)
+	t.Run("Pause", s.testPause)
 	t.Run("ResourceLimits", func(t *testing.T) {
 		// Nothing portable to check yet beyond the declaration itself.
 		s.need(t, "ResourceLimits", s.caps.ResourceLimits)
