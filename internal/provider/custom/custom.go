@@ -96,6 +96,7 @@ var (
 	_ provider.Provider       = (*Provider)(nil)
 	_ provider.Inventory      = (*Provider)(nil)
 	_ provider.SnapshotLister = (*Provider)(nil)
+	_ provider.Pauser         = (*Provider)(nil)
 )
 
 // New returns a provider for the backend at opts.URL, and asks the backend
@@ -224,6 +225,17 @@ func (p *Provider) Status(ctx context.Context, id string) (provider.Info, error)
 
 func (p *Provider) Destroy(ctx context.Context, id string) error {
 	return p.callJSON(ctx, http.MethodDelete, wire.PathSandbox, id, nil, nil, nil)
+}
+
+// Pause asks the backend to freeze the sandbox (POST .../pause). The
+// orchestrator calls it only when the backend's capabilities say pause.
+func (p *Provider) Pause(ctx context.Context, id string) error {
+	return p.callJSON(ctx, http.MethodPost, wire.PathPause, id, nil, nil, nil)
+}
+
+// Resume asks the backend to thaw the sandbox (POST .../resume).
+func (p *Provider) Resume(ctx context.Context, id string) error {
+	return p.callJSON(ctx, http.MethodPost, wire.PathResume, id, nil, nil, nil)
 }
 
 func (p *Provider) Logs(ctx context.Context, id string, n int) ([]string, error) {

@@ -87,6 +87,7 @@ type Provider struct {
 }
 
 var (
+	_ provider.Pauser         = (*Provider)(nil)
 	_ provider.Provider       = (*Provider)(nil)
 	_ provider.Inventory      = (*Provider)(nil)
 	_ provider.SnapshotLister = (*Provider)(nil)
@@ -188,6 +189,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		// The root drive is a file of disk_mb (at least the image's size).
 		DiskLimit: true,
 		Terminal:  true,
+		Pause:     true,
 	}
 }
 
@@ -639,6 +641,48 @@ func (p *Provider) vmState(ctx context.Context, v *vm) provider.State {
 		return provider.StateRunning
 	}
 	return provider.StateCreating
+}
+
+// Pause pauses the VM (Firecracker's PATCH /vm Paused): its vCPUs stop,
+// its memory stays in the VMM process. Status reports it paused, after a
+// server restart too, since the VMM outlives the server.
+func (p *Provider) Pause(ctx context.Context, id string) error {
+	return p.setPaused(ctx, id, true)
+}
+
+// Resume resumes a paused VM and sets the guest's clock again, which
+// stood still while it was paused.
+func (p *Provider) Resume(ctx context.Context, id string) error {
+	return p.setPaused(ctx, id, false)
+}
+
+func (p *Provider) setPaused(ctx context.Context, id string, pause bool) error {
+	v, err := p.lookup(id)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock() // not while a destroy or a snapshot holds the VM
+	defer v.mu.Unlock()
+	want, state := provider.StateRunning, fcapi.VMResumed
+	if pause {
+		want, state = provider.StatePaused, fcapi.VMPaused
+	}
+	switch cur := p.vmState(ctx, v); cur {
+	case want:
+		return nil
+	case provider.StateStopped:
+		return errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is not running: its VMM exited", id),
+			"destroy it and spawn a new one")
+	}
+	if err := v.api.setVMState(ctx, state); err != nil {
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "firecracker: set sandbox %s %s", id, state)
+	}
+	if !pause {
+		if err := p.refreshGuest(ctx, v); err != nil {
+			return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "firecracker: resume sandbox %s", id)
+		}
+	}
+	return nil
 }
 
 // Destroy kills the VMM and removes the sandbox's state directory.

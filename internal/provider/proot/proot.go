@@ -70,6 +70,27 @@ type sandbox struct {
 
 	mu    sync.Mutex
 	execs map[int]proc // PRoot processes of commands this instance started
+
+	pauseMu sync.Mutex // serialises Pause and Resume
+	stMu    sync.Mutex // guards st.Paused, which Pause and Resume change
+}
+
+func (sb *sandbox) paused() bool {
+	sb.stMu.Lock()
+	defer sb.stMu.Unlock()
+	return sb.st.Paused
+}
+
+func (sb *sandbox) state() state {
+	sb.stMu.Lock()
+	defer sb.stMu.Unlock()
+	return sb.st
+}
+
+func (sb *sandbox) setPaused(paused bool) {
+	sb.stMu.Lock()
+	defer sb.stMu.Unlock()
+	sb.st.Paused = paused
 }
 
 func (sb *sandbox) alive() bool { return sb.st.Files.running() }
@@ -350,6 +371,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Adoption:  true,
 		Symlinks:  true,
 		Terminal:  true,
+		Pause:     true,
 	}
 }
 
@@ -561,8 +583,11 @@ func (p *Provider) Status(ctx context.Context, id string) (provider.Info, error)
 	if err != nil {
 		return provider.Info{}, err
 	}
-	if !sb.alive() {
+	switch {
+	case !sb.alive():
 		return sb.info(provider.StateError), nil
+	case sb.paused():
+		return sb.info(provider.StatePaused), nil
 	}
 	return sb.info(provider.StateRunning), nil
 }
@@ -591,8 +616,11 @@ func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 		}
 		sb := sandbox{st: st}
 		s := provider.StateRunning
-		if !sb.alive() {
+		switch {
+		case !sb.alive():
 			s = provider.StateError
+		case st.Paused:
+			s = provider.StatePaused
 		}
 		out = append(out, sb.info(s))
 	}
@@ -635,7 +663,7 @@ func (p *Provider) Destroy(ctx context.Context, id string) error {
 	}
 	st, ok := readState(dir)
 	if !ok && sb != nil {
-		st, ok = sb.st, true
+		st, ok = sb.state(), true
 	}
 	uid := -1
 	if ok {

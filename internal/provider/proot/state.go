@@ -56,6 +56,8 @@ type state struct {
 	UID int `json:"uid"`
 	// Files is the host-side file agent.
 	Files proc `json:"files_agent"`
+	// Paused: Pause stopped the sandbox's processes.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // writeState replaces dir/state.json atomically, so a crash never leaves a

@@ -58,6 +58,8 @@ func NewHandler(p provider.Provider, apiKey string) http.Handler {
 	mux.HandleFunc("GET "+wire.PathSandboxes, h.list)
 	mux.HandleFunc("GET "+wire.PathSandbox, h.status)
 	mux.HandleFunc("DELETE "+wire.PathSandbox, h.destroy)
+	mux.HandleFunc("POST "+wire.PathPause, h.pause)
+	mux.HandleFunc("POST "+wire.PathResume, h.resume)
 	mux.HandleFunc("GET "+wire.PathLogs, h.logs)
 	mux.HandleFunc("POST "+wire.PathExec, h.exec)
 	mux.HandleFunc("PUT "+wire.PathFiles, h.writeFile)
@@ -182,6 +184,9 @@ func (h *handler) capabilities(w http.ResponseWriter, r *http.Request) {
 	if _, ok := h.p.(provider.SnapshotLister); !ok {
 		c.Snapshots = false
 	}
+	if _, ok := h.p.(provider.Pauser); !ok {
+		c.Pause = false
+	}
 	h.reply(w, http.StatusOK, wire.CapabilitiesToWire(c))
 }
 
@@ -250,6 +255,27 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) destroy(w http.ResponseWriter, r *http.Request) {
 	if err := h.p.Destroy(r.Context(), r.PathValue("id")); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	done(w)
+}
+
+func (h *handler) pause(w http.ResponseWriter, r *http.Request) {
+	h.freeze(w, r, provider.Pauser.Pause)
+}
+
+func (h *handler) resume(w http.ResponseWriter, r *http.Request) {
+	h.freeze(w, r, provider.Pauser.Resume)
+}
+
+func (h *handler) freeze(w http.ResponseWriter, r *http.Request, op func(provider.Pauser, context.Context, string) error) {
+	pz, ok := h.p.(provider.Pauser)
+	if !ok || !h.p.Capabilities().Pause {
+		h.fail(w, r, errdefs.New(errdefs.ErrUnimplemented, "provider %s cannot pause sandboxes", h.p.Name()))
+		return
+	}
+	if err := op(pz, r.Context(), r.PathValue("id")); err != nil {
 		h.fail(w, r, err)
 		return
 	}

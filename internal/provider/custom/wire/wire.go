@@ -32,6 +32,8 @@ const (
 	PathFilesMove    = "/v1/sandboxes/{id}/files/move"
 	PathFilesChmod   = "/v1/sandboxes/{id}/files/chmod"
 	PathFilesGlob    = "/v1/sandboxes/{id}/files/glob"
+	PathPause        = "/v1/sandboxes/{id}/pause"
+	PathResume       = "/v1/sandboxes/{id}/resume"
 )
 
 // Content types.
@@ -153,6 +155,8 @@ type Capabilities struct {
 	ResourceLimits bool   `json:"resource_limits"`
 	Symlinks       bool   `json:"symlinks"`
 	DiskLimit      bool   `json:"disk_limit,omitempty"`
+	// Pause: the backend serves PathPause and PathResume.
+	Pause bool `json:"pause,omitempty"`
 }
 
 // CapabilitiesToWire converts c.
@@ -160,7 +164,7 @@ func CapabilitiesToWire(c provider.Capabilities) Capabilities {
 	return Capabilities{
 		Isolation: c.Isolation.String(), Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
-		DiskLimit: c.DiskLimit,
+		DiskLimit: c.DiskLimit, Pause: c.Pause,
 	}
 }
 
@@ -177,7 +181,7 @@ func CapabilitiesFromWire(c Capabilities) provider.Capabilities {
 	return provider.Capabilities{
 		Isolation: iso, Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
-		DiskLimit: c.DiskLimit,
+		DiskLimit: c.DiskLimit, Pause: c.Pause,
 	}
 }
 
