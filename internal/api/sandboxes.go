@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
@@ -23,6 +24,10 @@ type spawnBody struct {
 	// Extensions.
 	DiskMB  int    `json:"disk_mb"`
 	Network string `json:"network"`
+	// IdleTimeout is in seconds (0: the template's, then the server's
+	// default); OnIdle is "pause" or "destroy".
+	IdleTimeout int    `json:"idle_timeout"`
+	OnIdle      string `json:"on_idle"`
 }
 
 // ownerOf applies X-User-ID when the body names no owner.
@@ -44,10 +49,15 @@ func (s *server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	idle, err := idleTimeout(b.IdleTimeout)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	s.spawn(w, r, orchestrator.SpawnRequest{
 		Image: b.Image, Provider: b.Provider, MemoryMB: b.MemoryMB, VCPUs: b.VCPUs, DiskMB: b.DiskMB,
 		TTL: ttl, Template: b.Template, OwnerID: ownerOf(r, b.OwnerID), Metadata: b.Metadata,
-		Network: b.Network,
+		Network: b.Network, IdleTimeout: idle, OnIdle: b.OnIdle,
 	})
 }
 
@@ -153,6 +163,18 @@ func (s *server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 	s.freezeSandbox(w, r, s.m.Resume)
+}
+
+// maxIdleSeconds keeps idle_timeout far from overflowing a Duration; the
+// Manager bounds it by the maximum TTL.
+const maxIdleSeconds = 1 << 31
+
+// idleTimeout converts idle_timeout seconds.
+func idleTimeout(sec int) (time.Duration, error) {
+	if sec < 0 || sec > maxIdleSeconds {
+		return 0, errdefs.New(errdefs.ErrInvalidArgument, "idle_timeout must be from 0 (the default) to %d seconds, not %d", maxIdleSeconds, sec)
+	}
+	return time.Duration(sec) * time.Second, nil
 }
 
 // freezeSandbox serves pause and resume: no body (an empty JSON object is

@@ -20,6 +20,8 @@ type templateBody struct {
 	TTLSeconds  int               `json:"ttl_seconds"`
 	PoolSize    int               `json:"pool_size"`
 	Provider    string            `json:"provider"`
+	IdleTimeout int               `json:"idle_timeout"`
+	OnIdle      string            `json:"on_idle"`
 
 	Version   *int    `json:"version"`
 	CreatedAt *string `json:"created_at"`
@@ -30,7 +32,7 @@ func (b templateBody) template() store.Template {
 	return store.Template{
 		Name: b.Name, Image: b.Image, Description: b.Description, Setup: b.Setup, Env: b.Env,
 		MemoryMB: b.MemoryMB, CPUCores: b.CPUCores, TTLSeconds: b.TTLSeconds, PoolSize: b.PoolSize,
-		Provider: b.Provider,
+		Provider: b.Provider, IdleTimeoutSeconds: b.IdleTimeout, OnIdle: b.OnIdle,
 	}
 }
 

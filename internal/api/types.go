@@ -29,6 +29,9 @@ type sandboxJSON struct {
 	PreviewDomain string            `json:"preview_domain"`
 	// Extension: why a sandbox is in state error.
 	Error string `json:"error,omitempty"`
+	// Extensions: the idle timeout in seconds and what happens then.
+	IdleTimeout int    `json:"idle_timeout,omitempty"`
+	OnIdle      string `json:"on_idle,omitempty"`
 }
 
 func rfc3339(t time.Time) string {
@@ -67,6 +70,9 @@ func (s *server) sandboxOut(sb store.Sandbox) sandboxJSON {
 	}
 	if sb.State == string(provider.StateError) {
 		out.Error = s.scrub(sb.LastError)
+	}
+	if sb.IdleTimeout > 0 {
+		out.IdleTimeout, out.OnIdle = int(sb.IdleTimeout/time.Second), sb.OnIdle
 	}
 	return out
 }
@@ -119,6 +125,8 @@ type templateJSON struct {
 	Provider    *string           `json:"provider"`
 	CreatedAt   string            `json:"created_at"`
 	UpdatedAt   string            `json:"updated_at"`
+	IdleTimeout int               `json:"idle_timeout"`
+	OnIdle      *string           `json:"on_idle"`
 }
 
 func templateOut(t store.Template) templateJSON {
@@ -127,6 +135,7 @@ func templateOut(t store.Template) templateJSON {
 		Setup: t.Setup, Env: maps.Clone(t.Env), MemoryMB: t.MemoryMB, CPUCores: t.CPUCores,
 		TTLSeconds: t.TTLSeconds, PoolSize: t.PoolSize, Provider: nullable(t.Provider),
 		CreatedAt: rfc3339(t.CreatedAt), UpdatedAt: rfc3339(t.UpdatedAt),
+		IdleTimeout: t.IdleTimeoutSeconds, OnIdle: nullable(t.OnIdle),
 	}
 	if out.Setup == nil {
 		out.Setup = []string{}

@@ -127,7 +127,20 @@ type SandboxConfig struct {
 	// host may own it), LegacyClaim treats it as this server's (orphans
 	// then applies).
 	LegacyRuntimes string `yaml:"legacy_runtimes"`
+	// AutoResume: exec, file operations and terminals on a paused sandbox
+	// resume it first; false makes them a 409.
+	AutoResume bool `yaml:"auto_resume"`
+	// IdleTimeout is the idle timeout of sandboxes whose spawn and
+	// template name none (0: none); OnIdle what then happens to them.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	OnIdle      string        `yaml:"on_idle"`
 }
+
+// The values of SandboxConfig.OnIdle.
+const (
+	OnIdlePause   = "pause"
+	OnIdleDestroy = "destroy"
+)
 
 // The values of SandboxConfig.LegacyRuntimes.
 const (
@@ -276,6 +289,8 @@ func Default() *Config {
 			Orphans:            OrphansAdopt,
 			LegacyRuntimes:     LegacyIgnore,
 			DestroyTimeout:     time.Minute,
+			AutoResume:         true,
+			OnIdle:             OnIdlePause,
 		},
 		Provider: ProviderConfig{Default: ProviderAuto},
 		Mock:     MockConfig{}, // Dir "": per server instance, see server.InstanceDirs

@@ -109,6 +109,9 @@ func TestDefaults(t *testing.T) {
 		"sandbox.default_vcpus":        "1",
 		"sandbox.orphans":              "adopt",
 		"sandbox.destroy_timeout":      "1m0s",
+		"sandbox.auto_resume":          "true",
+		"sandbox.idle_timeout":         "0s",
+		"sandbox.on_idle":              "pause",
 		"provider.default":             "auto",
 		"provider.enabled":             "",
 		"mock.dir":                     "",
@@ -314,6 +317,9 @@ sandbox:
   orphans: destroy
   legacy_runtimes: claim
   destroy_timeout: 20s
+  auto_resume: false
+  idle_timeout: 10m
+  on_idle: destroy
 provider:
   default: docker
   enabled:
@@ -380,7 +386,7 @@ func TestLoadFullFile(t *testing.T) {
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
 			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second, ReconcileInterval: 2 * time.Minute,
 			DefaultImage: "stacyvm/debian:test", DefaultMemoryMB: 256, DefaultVCPUs: 2, Orphans: "destroy", LegacyRuntimes: "claim",
-			DestroyTimeout: 20 * time.Second},
+			DestroyTimeout: 20 * time.Second, AutoResume: false, IdleTimeout: 10 * time.Minute, OnIdle: "destroy"},
 		Provider: ProviderConfig{Default: "docker", Enabled: []string{"docker", "proot"}},
 		Mock:     MockConfig{Dir: "/tmp/m"},
 		Docker: DockerConfig{Host: "unix:///run/docker.sock", Runtime: "runsc", Network: "bridge", ReadOnlyRoot: true,

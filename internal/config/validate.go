@@ -87,6 +87,8 @@ func (c *Config) Validate() error {
 	v.oneOf("sandbox.orphans", sb.Orphans, OrphansAdopt, OrphansDestroy)
 	v.oneOf("sandbox.legacy_runtimes", sb.LegacyRuntimes, LegacyIgnore, LegacyClaim)
 	v.positiveDuration("sandbox.destroy_timeout", sb.DestroyTimeout)
+	v.check(sb.IdleTimeout >= 0, "sandbox.idle_timeout", "must not be negative, not %s", sb.IdleTimeout)
+	v.oneOf("sandbox.on_idle", sb.OnIdle, OnIdlePause, OnIdleDestroy)
 
 	p := c.Provider
 	v.oneOf("provider.default", p.Default, append([]string{ProviderAuto}, ProviderNames...)...)

@@ -93,6 +93,7 @@ func (m *Manager) providerRequest(sb store.Sandbox, p provider.Provider, req Exe
 // returns what it printed so far together with an errdefs.ErrExecTimeout
 // error.
 func (m *Manager) Exec(ctx context.Context, id string, req ExecRequest) (ExecResult, error) {
+	defer m.active(id)()
 	sb, p, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return ExecResult{}, err
@@ -125,6 +126,7 @@ func (m *Manager) execOn(ctx context.Context, p provider.Provider, sb store.Sand
 // ExecStream runs a command and writes its output as it is produced. The
 // writers are never called concurrently. Cancelling ctx kills the command.
 func (m *Manager) ExecStream(ctx context.Context, id string, req ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
+	defer m.active(id)()
 	sb, p, err := m.guest(ctx, id, "exec")
 	if err != nil {
 		return provider.ExitStatus{}, err
@@ -215,6 +217,7 @@ func (c *capped) String() string {
 
 // observed runs one guest operation and reports it to the Observer.
 func observed[T any](m *Manager, ctx context.Context, id, op string, f func(p provider.Provider) (T, error)) (T, error) {
+	defer m.active(id)()
 	_, p, err := m.guest(ctx, id, opVerb(op))
 	if err != nil {
 		var zero T

@@ -65,6 +65,11 @@ type Config struct {
 	// destroy (503, retry later) instead of holding its sandbox, the
 	// reaper or a shutdown forever.
 	DestroyTimeout time.Duration
+	// DefaultIdleTimeout is the idle timeout of sandboxes whose spawn and
+	// template name none (0: none); DefaultOnIdle what then happens to
+	// them, OnIdlePause (default) or OnIdleDestroy.
+	DefaultIdleTimeout time.Duration
+	DefaultOnIdle      string
 	// ManualResume makes guest operations (exec, files, terminals) on a
 	// paused sandbox a conflict (409) instead of resuming it first.
 	ManualResume bool
@@ -106,6 +111,7 @@ func DefaultConfig() Config {
 		Orphans:            OrphansAdopt,
 		MaxOutputBytes:     16 << 20,
 		DestroyTimeout:     time.Minute,
+		DefaultOnIdle:      OnIdlePause,
 	}
 }
 
@@ -146,6 +152,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DestroyTimeout <= 0 {
 		c.DestroyTimeout = d.DestroyTimeout
+	}
+	if c.DefaultOnIdle == "" {
+		c.DefaultOnIdle = d.DefaultOnIdle
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -206,7 +215,8 @@ type Manager struct {
 
 	spawns, execs, failures atomic.Int64
 
-	activity sync.Map // sandbox ID → time.Time of its last terminal activity (Touch)
+	activity sync.Map // sandbox ID → time.Time of its last activity (Touch)
+	ops      *activity
 }
 
 // New returns a Manager over st and reg.
@@ -223,6 +233,7 @@ func New(st store.Store, reg *provider.Registry, cfg Config) *Manager {
 
 		spawning: map[string]struct{}{},
 		healthy:  map[string]bool{},
+		ops:      newActivity(),
 	}
 }
 
@@ -269,6 +280,11 @@ type SpawnRequest struct {
 	Network  string
 	// Env applies to every command in the sandbox, over the template's.
 	Env map[string]string
+	// IdleTimeout, when positive, pauses or destroys (OnIdle) the sandbox
+	// once it has been idle that long; 0 takes the template's, then the
+	// configured default.
+	IdleTimeout time.Duration
+	OnIdle      string
 }
 
 // Spawn creates a sandbox and returns its record in state running. On any
@@ -301,8 +317,17 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	if req.VCPUs == 0 {
 		req.VCPUs = m.cfg.DefaultVCPUs
 	}
+	if req.IdleTimeout == 0 {
+		req.IdleTimeout = m.cfg.DefaultIdleTimeout
+	}
+	if req.OnIdle == "" {
+		req.OnIdle = m.cfg.DefaultOnIdle
+	}
 	p, err := m.providerFor(ctx, req.Provider)
 	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if err := m.checkIdle(p, req.IdleTimeout, req.OnIdle); err != nil {
 		return store.Sandbox{}, err
 	}
 	if req.DiskMB > 0 && !p.Capabilities().DiskLimit {
@@ -327,6 +352,9 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		CreatedAt: now,
 		UpdatedAt: now,
 		ExpiresAt: now.Add(req.TTL),
+	}
+	if req.IdleTimeout > 0 {
+		sb.IdleTimeout, sb.OnIdle = req.IdleTimeout, req.OnIdle
 	}
 	if tmpl != nil {
 		sb.Env = maps.Clone(tmpl.Env)
@@ -397,6 +425,12 @@ func applyTemplate(req SpawnRequest, t store.Template) SpawnRequest {
 	if req.TTL == 0 && t.TTLSeconds > 0 {
 		req.TTL = time.Duration(t.TTLSeconds) * time.Second
 	}
+	if req.IdleTimeout == 0 && t.IdleTimeoutSeconds > 0 {
+		req.IdleTimeout = time.Duration(t.IdleTimeoutSeconds) * time.Second
+	}
+	if req.OnIdle == "" {
+		req.OnIdle = t.OnIdle
+	}
 	return req
 }
 
@@ -429,6 +463,9 @@ func (m *Manager) validateSpawn(req SpawnRequest) error {
 		return errdefs.New(errdefs.ErrInvalidArgument, "ttl %s exceeds the maximum of %s", req.TTL, m.cfg.MaxTTL)
 	case req.Network != "" && req.Network != "none" && req.Network != "bridge":
 		return errdefs.New(errdefs.ErrInvalidArgument, "network must be \"none\" or \"bridge\", not %q", req.Network)
+	}
+	if err := m.validateIdle(req.IdleTimeout, req.OnIdle); err != nil {
+		return err
 	}
 	for k := range req.Metadata {
 		if k == "" {
@@ -876,6 +913,11 @@ func (m *Manager) Run(ctx context.Context) {
 				m.log.Error("reaper", "err", err, "reaped", n)
 			} else if n > 0 {
 				m.log.Info("reaper", "reaped", n)
+			}
+			if n, err := m.SweepIdle(ctx); err != nil {
+				m.log.Error("idle sweep", "err", err, "acted", n)
+			} else if n > 0 {
+				m.log.Info("idle sweep", "acted", n)
 			}
 			if n, err := m.Purge(ctx); err != nil {
 				m.log.Error("purge destroyed records", "err", err)

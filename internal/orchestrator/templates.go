@@ -34,6 +34,14 @@ func (m *Manager) validateTemplate(t store.Template) error {
 		return errdefs.New(errdefs.ErrInvalidArgument, "ttl_seconds %d exceeds the maximum of %d (%s)", t.TTLSeconds, int64(m.cfg.MaxTTL/time.Second), m.cfg.MaxTTL)
 	case t.PoolSize < 0:
 		return errdefs.New(errdefs.ErrInvalidArgument, "pool_size must not be negative")
+	case t.IdleTimeoutSeconds < 0:
+		return errdefs.New(errdefs.ErrInvalidArgument, "idle_timeout must not be negative")
+	case int64(t.IdleTimeoutSeconds) > int64(m.cfg.MaxTTL/time.Second):
+		return errdefs.New(errdefs.ErrInvalidArgument, "idle_timeout %d exceeds the maximum TTL of %d seconds (%s)",
+			t.IdleTimeoutSeconds, int64(m.cfg.MaxTTL/time.Second), m.cfg.MaxTTL)
+	}
+	if err := m.validateIdle(0, t.OnIdle); err != nil {
+		return err
 	}
 	for i, c := range t.Setup {
 		if strings.TrimSpace(c) == "" {

@@ -97,6 +97,10 @@ type Sandbox struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	ExpiresAt time.Time
+	// IdleTimeout, when positive, is how long the sandbox may go without
+	// activity before OnIdle ("pause" or "destroy") happens to it.
+	IdleTimeout time.Duration
+	OnIdle      string
 }
 
 // SandboxFilter selects sandboxes; zero fields match everything.
@@ -147,4 +151,8 @@ type Template struct {
 	Environment string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// IdleTimeoutSeconds and OnIdle are the idle timeout of the
+	// template's sandboxes (0: none; OnIdle "pause" or "destroy").
+	IdleTimeoutSeconds int
+	OnIdle             string
 }

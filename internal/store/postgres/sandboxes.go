@@ -20,7 +20,7 @@ import (
 const stateDestroyed = "destroyed"
 
 const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
-	metadata, env, handle, last_error, created_at, updated_at, expires_at`
+	metadata, env, handle, last_error, created_at, updated_at, expires_at, idle_timeout_ms, on_idle`
 
 func sandboxNotFound(id string) error {
 	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
@@ -41,11 +41,14 @@ func scanSandbox(row pgx.Row) (store.Sandbox, error) {
 		sb                        store.Sandbox
 		md, env                   []byte
 		created, updated, expires *time.Time
+		idleMS                    int64
 	)
 	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
-		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires); err != nil {
+		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires,
+		&idleMS, &sb.OnIdle); err != nil {
 		return store.Sandbox{}, err
 	}
+	sb.IdleTimeout = time.Duration(idleMS) * time.Millisecond
 	if err := errors.Join(jsonFrom(md, &sb.Metadata), jsonFrom(env, &sb.Env)); err != nil {
 		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
 	}
@@ -76,9 +79,10 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	err = s.withTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			sb.ID, sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB,
-			md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt))
+			md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt),
+			sb.IdleTimeout.Milliseconds(), sb.OnIdle)
 		if isUniqueViolation(err) {
 			return errdefs.New(errdefs.ErrConflict, "sandbox %s already exists", sb.ID)
 		}
@@ -189,9 +193,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if _, err := tx.Exec(ctx, `UPDATE sandboxes SET provider = $1, image = $2, state = $3, owner_id = $4,
 			template = $5, memory_mb = $6, vcpus = $7, disk_mb = $8, metadata = $9, env = $10, handle = $11,
-			last_error = $12, updated_at = $13, expires_at = $14 WHERE id = $15`,
+			last_error = $12, updated_at = $13, expires_at = $14, idle_timeout_ms = $15, on_idle = $16 WHERE id = $17`,
 			sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB, md, env,
-			sb.Handle, sb.LastError, sb.UpdatedAt, timeArg(sb.ExpiresAt), sb.ID); err != nil {
+			sb.Handle, sb.LastError, sb.UpdatedAt, timeArg(sb.ExpiresAt), sb.IdleTimeout.Milliseconds(), sb.OnIdle,
+			sb.ID); err != nil {
 			return err
 		}
 		if old == sb.State {

@@ -13,7 +13,7 @@ import (
 )
 
 const templateColumns = `name, version, image, description, setup, env, memory_mb, cpu_cores, ttl_seconds,
-	pool_size, provider, environment, created_at, updated_at`
+	pool_size, provider, environment, created_at, updated_at, idle_timeout_seconds, on_idle`
 
 func templateNotFound(name string) error {
 	return errdefs.New(errdefs.ErrNotFound, "template %q not found", name)
@@ -33,7 +33,7 @@ func scanTemplate(row pgx.Row) (store.Template, error) {
 		created, updated time.Time
 	)
 	if err := row.Scan(&t.Name, &t.Version, &t.Image, &t.Description, &setup, &env, &t.MemoryMB, &t.CPUCores,
-		&t.TTLSeconds, &t.PoolSize, &t.Provider, &t.Environment, &created, &updated); err != nil {
+		&t.TTLSeconds, &t.PoolSize, &t.Provider, &t.Environment, &created, &updated, &t.IdleTimeoutSeconds, &t.OnIdle); err != nil {
 		return store.Template{}, err
 	}
 	if err := errors.Join(jsonFrom(setup, &t.Setup), jsonFrom(env, &t.Env)); err != nil {
@@ -65,9 +65,9 @@ func (s *Store) CreateTemplate(ctx context.Context, t store.Template) error {
 		return s.opErr(err, "create template %q", t.Name)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO templates (`+templateColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		t.Name, t.Version, t.Image, t.Description, setup, env, t.MemoryMB, t.CPUCores, t.TTLSeconds,
-		t.PoolSize, t.Provider, t.Environment, t.CreatedAt, t.UpdatedAt)
+		t.PoolSize, t.Provider, t.Environment, t.CreatedAt, t.UpdatedAt, t.IdleTimeoutSeconds, t.OnIdle)
 	if isUniqueViolation(err) {
 		return errdefs.New(errdefs.ErrConflict, "template %q already exists", t.Name)
 	}
@@ -135,9 +135,9 @@ func (s *Store) UpdateTemplate(ctx context.Context, t store.Template) (store.Tem
 		t.UpdatedAt = laterUpdate(t.UpdatedAt, updated.UTC(), s.now())
 		_, err = tx.Exec(ctx, `UPDATE templates SET version = $1, image = $2, description = $3, setup = $4, env = $5,
 			memory_mb = $6, cpu_cores = $7, ttl_seconds = $8, pool_size = $9, provider = $10, environment = $11,
-			updated_at = $12 WHERE name = $13`,
+			updated_at = $12, idle_timeout_seconds = $13, on_idle = $14 WHERE name = $15`,
 			t.Version, t.Image, t.Description, setup, env, t.MemoryMB, t.CPUCores, t.TTLSeconds, t.PoolSize,
-			t.Provider, t.Environment, t.UpdatedAt, t.Name)
+			t.Provider, t.Environment, t.UpdatedAt, t.IdleTimeoutSeconds, t.OnIdle, t.Name)
 		return err
 	})
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 const stateDestroyed = "destroyed"
 
 const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
-	metadata, env, handle, last_error, created_at, updated_at, expires_at`
+	metadata, env, handle, last_error, created_at, updated_at, expires_at, idle_timeout_ms, on_idle`
 
 func sandboxNotFound(id string) error {
 	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
@@ -57,7 +57,8 @@ func sandboxArgs(sb store.Sandbox) ([]any, error) {
 		return nil, err
 	}
 	return []any{sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB,
-		md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt)}, nil
+		md, env, sb.Handle, sb.LastError, timeArg(sb.CreatedAt), timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt),
+		sb.IdleTimeout.Milliseconds(), sb.OnIdle}, nil
 }
 
 type scanner interface{ Scan(dst ...any) error }
@@ -68,11 +69,14 @@ func scanSandbox(row scanner) (store.Sandbox, error) {
 		md, env          sql.NullString
 		created, updated sql.NullInt64
 		expires          sql.NullInt64
+		idleMS           int64
 	)
 	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
-		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires); err != nil {
+		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires,
+		&idleMS, &sb.OnIdle); err != nil {
 		return store.Sandbox{}, err
 	}
+	sb.IdleTimeout = time.Duration(idleMS) * time.Millisecond
 	if err := errors.Join(jsonFrom(md, &sb.Metadata), jsonFrom(env, &sb.Env)); err != nil {
 		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
 	}
@@ -99,7 +103,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, append([]any{sb.ID}, args...)...)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, append([]any{sb.ID}, args...)...)
 		if isUniqueViolation(err) {
 			return errdefs.New(errdefs.ErrConflict, "sandbox %s already exists", sb.ID)
 		}
@@ -208,9 +212,10 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET provider = ?, image = ?, state = ?, owner_id = ?,
 			template = ?, memory_mb = ?, vcpus = ?, disk_mb = ?, metadata = ?, env = ?, handle = ?, last_error = ?,
-			updated_at = ?, expires_at = ? WHERE id = ?`,
+			updated_at = ?, expires_at = ?, idle_timeout_ms = ?, on_idle = ? WHERE id = ?`,
 			sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB, md, env,
-			sb.Handle, sb.LastError, timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt), sb.ID); err != nil {
+			sb.Handle, sb.LastError, timeArg(sb.UpdatedAt), timeArg(sb.ExpiresAt), sb.IdleTimeout.Milliseconds(), sb.OnIdle,
+			sb.ID); err != nil {
 			return err
 		}
 		if old == sb.State {

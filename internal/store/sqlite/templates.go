@@ -12,7 +12,7 @@ import (
 )
 
 const templateColumns = `name, version, image, description, setup, env, memory_mb, cpu_cores, ttl_seconds,
-	pool_size, provider, environment, created_at, updated_at`
+	pool_size, provider, environment, created_at, updated_at, idle_timeout_seconds, on_idle`
 
 func templateNotFound(name string) error {
 	return errdefs.New(errdefs.ErrNotFound, "template %q not found", name)
@@ -32,7 +32,7 @@ func scanTemplate(row scanner) (store.Template, error) {
 		created, updated sql.NullInt64
 	)
 	if err := row.Scan(&t.Name, &t.Version, &t.Image, &t.Description, &setup, &env, &t.MemoryMB, &t.CPUCores,
-		&t.TTLSeconds, &t.PoolSize, &t.Provider, &t.Environment, &created, &updated); err != nil {
+		&t.TTLSeconds, &t.PoolSize, &t.Provider, &t.Environment, &created, &updated, &t.IdleTimeoutSeconds, &t.OnIdle); err != nil {
 		return store.Template{}, err
 	}
 	if err := errors.Join(jsonFrom(setup, &t.Setup), jsonFrom(env, &t.Env)); err != nil {
@@ -65,9 +65,9 @@ func (s *Store) CreateTemplate(ctx context.Context, t store.Template) error {
 	}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO templates (`+templateColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			t.Name, t.Version, t.Image, t.Description, setup, env, t.MemoryMB, t.CPUCores, t.TTLSeconds,
-			t.PoolSize, t.Provider, t.Environment, timeArg(t.CreatedAt), timeArg(t.UpdatedAt))
+			t.PoolSize, t.Provider, t.Environment, timeArg(t.CreatedAt), timeArg(t.UpdatedAt), t.IdleTimeoutSeconds, t.OnIdle)
 		if isUniqueViolation(err) {
 			return errdefs.New(errdefs.ErrConflict, "template %q already exists", t.Name)
 		}
@@ -137,9 +137,10 @@ func (s *Store) UpdateTemplate(ctx context.Context, t store.Template) (store.Tem
 		t.CreatedAt = timeFrom(created)
 		t.UpdatedAt = laterUpdate(t.UpdatedAt, timeFrom(updated), s.now())
 		_, err = tx.ExecContext(ctx, `UPDATE templates SET version = ?, image = ?, description = ?, setup = ?, env = ?,
-			memory_mb = ?, cpu_cores = ?, ttl_seconds = ?, pool_size = ?, provider = ?, environment = ?, updated_at = ? WHERE name = ?`,
+			memory_mb = ?, cpu_cores = ?, ttl_seconds = ?, pool_size = ?, provider = ?, environment = ?, updated_at = ?,
+			idle_timeout_seconds = ?, on_idle = ? WHERE name = ?`,
 			t.Version, t.Image, t.Description, setup, env, t.MemoryMB, t.CPUCores, t.TTLSeconds, t.PoolSize,
-			t.Provider, t.Environment, timeArg(t.UpdatedAt), t.Name)
+			t.Provider, t.Environment, timeArg(t.UpdatedAt), t.IdleTimeoutSeconds, t.OnIdle, t.Name)
 		return err
 	})
 	if err != nil {

@@ -139,6 +139,9 @@ func fullSandbox(id string) store.Sandbox {
 		CreatedAt: at(0),
 		UpdatedAt: at(1),
 		ExpiresAt: at(1800),
+
+		IdleTimeout: 90*time.Second + 250*time.Millisecond,
+		OnIdle:      "pause",
 	}
 }
 
@@ -158,6 +161,9 @@ func fullTemplate(name string) store.Template {
 		Environment: "env-b-1",
 		CreatedAt:   at(0),
 		UpdatedAt:   at(0),
+
+		IdleTimeoutSeconds: 600,
+		OnIdle:             "destroy",
 	}
 }
 
@@ -426,6 +432,9 @@ func testSandboxUpdate(t *testing.T, open Open) {
 		CreatedAt: at(-100), // not mutable: must be ignored
 		UpdatedAt: at(10),
 		ExpiresAt: at(7200),
+
+		IdleTimeout: 5 * time.Minute,
+		OnIdle:      "destroy",
 	}
 	mustUpdate(t, s, upd)
 
@@ -673,6 +682,9 @@ func testTemplateUpdate(t *testing.T, open Open) {
 		Provider:   "",
 		CreatedAt:  at(-500),
 		UpdatedAt:  at(100),
+
+		IdleTimeoutSeconds: 30,
+		OnIdle:             "pause",
 	}
 	got, err := s.UpdateTemplate(t.Context(), upd)
 	if err != nil {
