@@ -20,7 +20,10 @@ import (
 // server again on the same database: the surviving sandbox works again
 // (exec and files, through a re-attached agent), the vanished one is
 // destroyed, and a sandbox started by another server (another database,
-// so another instance) is neither adopted nor removed.
+// so another instance) is neither adopted nor removed. A sandbox paused
+// through the API, and one whose container was paused behind the server's
+// back while it was down, are both paused after the restart, and resume
+// (explicitly, and by an exec) with their processes intact.
 func TestKillNineAndRestartWithDocker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real servers and containers; skipped in -short mode")
@@ -92,7 +95,20 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	if code, out := call(s1, "POST", "/sandboxes/"+alive+"/files", map[string]string{"path": "/workspace/keep.txt", "content": "kept\n"}); code != 200 {
 		t.Fatalf("write: %d %s", code, out)
 	}
+	paused, frozenOutside := spawn(s1), spawn(s1)
+	for _, id := range []string{paused, frozenOutside} {
+		// A background process whose survival shows the freeze kept it.
+		if code, out := call(s1, "POST", "/sandboxes/"+id+"/exec", map[string]string{"command": "sleep 600 >/dev/null 2>&1 & echo $! > /workspace/pid"}); code != 200 {
+			t.Fatalf("start a background process: %d %s", code, out)
+		}
+	}
+	if code, out := call(s1, "POST", "/sandboxes/"+paused+"/pause", nil); code != 200 || !strings.Contains(string(out), `"state":"paused"`) {
+		t.Fatalf("pause: %d %s", code, out)
+	}
 	kill9(s1)
+	if out, err := exec.Command("docker", "pause", "stacyvm-"+frozenOutside).CombinedOutput(); err != nil {
+		t.Fatalf("pause a container behind the server's back: %v %s", err, out)
+	}
 	if out, err := exec.Command("docker", "rm", "-f", "stacyvm-"+vanished).CombinedOutput(); err != nil {
 		t.Fatalf("remove container behind the server's back: %v %s", err, out)
 	}
@@ -110,6 +126,24 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	}
 	if code, out := call(s2, "GET", "/sandboxes/"+vanished, nil); code != 404 || !strings.Contains(string(out), "SANDBOX_DESTROYED") {
 		t.Errorf("vanished container: %d %s, want 404 SANDBOX_DESTROYED", code, out)
+	}
+	for _, id := range []string{paused, frozenOutside} {
+		if code, out := call(s2, "GET", "/sandboxes/"+id, nil); code != 200 || !strings.Contains(string(out), `"state":"paused"`) {
+			t.Errorf("paused sandbox %s after the restart: %d %s, want state paused", id, code, out)
+		}
+	}
+	if code, out := call(s2, "POST", "/sandboxes/"+paused+"/resume", nil); code != 200 || !strings.Contains(string(out), `"state":"running"`) {
+		t.Errorf("resume after the restart: %d %s", code, out)
+	}
+	for _, id := range []string{paused, frozenOutside} {
+		// The exec resumes frozenOutside first; both background processes live.
+		code, out := call(s2, "POST", "/sandboxes/"+id+"/exec", map[string]string{"command": "kill -0 $(cat /workspace/pid) && echo alive"})
+		if code != 200 || !strings.Contains(string(out), `alive\n`) {
+			t.Errorf("exec in %s after the restart: %d %s\n%s", id, code, out, s2.logs.String())
+		}
+		if code, out := call(s2, "GET", "/sandboxes/"+id, nil); code != 200 || !strings.Contains(string(out), `"state":"running"`) {
+			t.Errorf("%s after the exec: %d %s, want running", id, code, out)
+		}
 	}
 	if code, out := call(s2, "GET", "/sandboxes/"+orphan, nil); code != 404 {
 		t.Errorf("another instance's sandbox: %d %s, want 404 (not adopted)", code, out)
