@@ -53,3 +53,42 @@ func BenchmarkExecOverhead(b *testing.B) {
 			manager.Percentile(0.5)-raw.Percentile(0.5), manager.Percentile(0.99)-raw.Percentile(0.99))
 	}
 }
+
+// BenchmarkPauseResumeManager times Pause and Resume through the Manager
+// on the mock: the provider's signals plus the lifecycle's four
+// transitions (each a store write). Compare with the mock's own
+// BenchmarkPauseResume for the lifecycle's share.
+func BenchmarkPauseResumeManager(b *testing.B) {
+	dir := b.TempDir()
+	st := openStore(b, filepath.Join(dir, "db"))
+	b.Cleanup(func() { st.Close() })
+	mp, err := mock.New(mock.Options{Dir: filepath.Join(dir, "mock")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mp.Close() })
+	reg := provider.NewRegistry()
+	reg.Register(mp)
+	m := New(st, reg, Config{})
+	ctx := context.Background()
+	sb, err := m.Spawn(ctx, SpawnRequest{Image: "any"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Destroy(context.Background(), sb.ID) })
+	var pause, resume latency.Sample
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := m.Pause(ctx, sb.ID); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := m.Resume(ctx, sb.ID); err != nil {
+			b.Fatal(err)
+		}
+		pause.Add(t1.Sub(t0))
+		resume.Add(time.Since(t1))
+	}
+	pause.Report(b, "pause")
+	resume.Report(b, "resume")
+}

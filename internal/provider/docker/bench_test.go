@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/provider"
+	"github.com/stacyvm/stacyvm/internal/provider/providertest"
 )
 
 // BenchmarkDocker compares the provider with the docker CLI on each
@@ -142,4 +143,18 @@ func report(b *testing.B, what string, ds []time.Duration) {
 	b.ReportMetric(pct(0.50), what+"-p50-ms")
 	b.ReportMetric(pct(0.95), what+"-p95-ms")
 	b.ReportMetric(pct(0.99), what+"-p99-ms")
+}
+
+// BenchmarkPauseResume reports p50/p95/p99 of Pause (dockerd's pause, the
+// cgroup freezer) and Resume on each runtime:
+//
+//	STACYVM_TEST_DOCKER=1 go test -run '^$' -bench PauseResume -benchtime 50x ./internal/provider/docker/
+func BenchmarkPauseResume(b *testing.B) {
+	needImage(b, busyboxImage)
+	for _, rt := range runtimes {
+		b.Run(rt, func(b *testing.B) {
+			needRuntime(b, rt)
+			providertest.BenchPauseResume(b, newProvider(b, rt), busyboxImage)
+		})
+	}
 }

@@ -665,6 +665,12 @@ func (p *Provider) Resume(ctx context.Context, id string) error {
 	return p.freeze(ctx, id, false)
 }
 
+// freeze pauses or unpauses the container. dockerd records a container's
+// paused state from the runtime's events, after its pause or unpause call
+// has returned, so its view is trusted only once it has caught up: a call
+// is followed by a wait for the state it asked for, and a call that fails
+// counts as done when that state turns up anyway (it was paused already,
+// or dockerd had not yet recorded the previous change).
 func (p *Provider) freeze(ctx context.Context, id string, pause bool) error {
 	if checkID(id) != nil {
 		return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %q not found", id)
@@ -673,21 +679,59 @@ func (p *Provider) freeze(ctx context.Context, id string, pause bool) error {
 	if err != nil {
 		return err
 	}
-	if ctr.State == nil {
-		return notRunning(id, "unknown")
+	if ctr.State == nil || !ctr.State.Running {
+		status := container.ContainerState("unknown")
+		if ctr.State != nil {
+			status = ctr.State.Status
+		}
+		return notRunning(id, status)
 	}
-	if ctr.State.Paused == pause {
-		return nil
-	}
-	if !ctr.State.Running {
-		return notRunning(id, ctr.State.Status)
-	}
+	op := "resume"
 	if pause {
+		op = "pause"
 		_, err = p.cli.ContainerPause(ctx, ctr.ID, client.ContainerPauseOptions{})
-		return classify(err, "docker: pause sandbox %s", id)
+	} else {
+		_, err = p.cli.ContainerUnpause(ctx, ctr.ID, client.ContainerUnpauseOptions{})
 	}
-	_, err = p.cli.ContainerUnpause(ctx, ctr.ID, client.ContainerUnpauseOptions{})
-	return classify(err, "docker: resume sandbox %s", id)
+	settled, werr := p.waitPaused(ctx, id, pause)
+	switch {
+	case settled:
+		return nil
+	case err != nil:
+		return classify(err, "docker: %s sandbox %s", op, id)
+	case werr != nil:
+		return werr
+	}
+	return errdefs.New(errdefs.ErrProviderUnavailable, "docker: %s sandbox %s: dockerd did not record it within %s", op, id, freezeSettle)
+}
+
+// freezeSettle bounds the wait for dockerd to record a pause or unpause.
+const freezeSettle = 5 * time.Second
+
+// waitPaused waits until dockerd reports the container paused (or not),
+// at most freezeSettle.
+func (p *Provider) waitPaused(ctx context.Context, id string, paused bool) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, freezeSettle)
+	defer cancel()
+	delay := time.Millisecond
+	for {
+		ctr, err := p.inspect(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, err
+		}
+		if ctr.State != nil && ctr.State.Paused == paused {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
 }
 
 // Destroy removes the container (killing it) and its socket directory.

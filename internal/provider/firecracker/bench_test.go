@@ -75,3 +75,9 @@ func BenchmarkFakeDestroy(b *testing.B) {
 		p.Destroy(b.Context(), id)
 	}
 }
+
+// BenchmarkFakePauseResume times PATCH /vm Paused and Resumed (and the
+// guest clock refresh on resume) against the fake VMM.
+func BenchmarkFakePauseResume(b *testing.B) {
+	providertest.BenchPauseResume(b, benchProvider(b, true), testEnv.image)
+}

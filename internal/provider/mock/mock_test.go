@@ -24,3 +24,15 @@ func TestConformance(t *testing.T) {
 		Image: "stacyvm/mock-image:test",
 	})
 }
+
+// BenchmarkPauseResume reports p50/p95/p99 of Pause and Resume:
+//
+//	go test -run '^$' -bench PauseResume -benchtime 50x ./internal/provider/mock/
+func BenchmarkPauseResume(b *testing.B) {
+	p, err := mock.New(mock.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close() })
+	providertest.BenchPauseResume(b, p, "stacyvm/mock-image:test")
+}

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 
 // newProvider returns a provider on stateDir with the test images and
 // agent; opts may adjust the options first.
-func newProvider(t *testing.T, stateDir string, opts ...func(*Options)) *Provider {
+func newProvider(t testing.TB, stateDir string, opts ...func(*Options)) *Provider {
 	t.Helper()
 	o := Options{
 		ImagesDir:    prootest.ImagesDir(),
@@ -755,4 +755,15 @@ func TestCopyTree(t *testing.T) {
 	if err := copyTree(ctx, src, filepath.Join(t.TempDir(), "c"), owner{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("copyTree with a cancelled context: %v", err)
 	}
+}
+
+// BenchmarkPauseResume reports p50/p95/p99 of Pause and Resume of a
+// busybox sandbox running a command:
+//
+//	STACYVM_TEST_PROOT=1 go test -run '^$' -bench PauseResume -benchtime 50x ./internal/provider/proot/
+func BenchmarkPauseResume(b *testing.B) {
+	prootest.Require(b, prootest.Busybox)
+	dir := b.TempDir()
+	prootest.Reachable(b, dir)
+	providertest.BenchPauseResume(b, newProvider(b, dir), prootest.Busybox)
 }
