@@ -286,9 +286,8 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 	if req.Timeout < 0 {
 		return provider.ExitStatus{}, errdefs.New(errdefs.ErrInvalidArgument, "exec: negative timeout %s", req.Timeout)
 	}
-	if req.Stdin != nil {
-		// The protocol has no way to carry it (Capabilities: no stdin).
-		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: the custom provider protocol has no standard input")
+	if req.Stdin != nil && !p.Capabilities().Stdin {
+		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: backend %s does not take a standard input (capabilities: no stdin)", p.name)
 	}
 	body, err := json.Marshal(wire.ExecToWire(req))
 	if err != nil {
@@ -302,7 +301,13 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 			errdefs.New(errdefs.ErrProviderUnavailable, "custom backend did not end the command %s after its timeout", execGrace))
 		defer cancel()
 	}
-	resp, err := p.stream(ctx, http.MethodPost, wire.PathExec, id, nil, bytes.NewReader(body), wire.ContentJSON, wire.ContentNDJSON)
+	route, q, in, ctype := wire.PathExec, url.Values(nil), io.Reader(bytes.NewReader(body)), wire.ContentJSON
+	if req.Stdin != nil {
+		// Full duplex: the request body is the command's input, sent as it
+		// is read while the output streams back; its end closes stdin.
+		route, q, in, ctype = wire.PathExecStdin, url.Values{"spec": {string(body)}}, req.Stdin, wire.ContentOctets
+	}
+	resp, err := p.stream(ctx, http.MethodPost, route, id, q, in, ctype, wire.ContentNDJSON)
 	if err != nil {
 		return provider.ExitStatus{}, err
 	}

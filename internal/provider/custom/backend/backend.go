@@ -14,6 +14,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -62,6 +63,7 @@ func NewHandler(p provider.Provider, apiKey string) http.Handler {
 	mux.HandleFunc("POST "+wire.PathResume, h.resume)
 	mux.HandleFunc("GET "+wire.PathLogs, h.logs)
 	mux.HandleFunc("POST "+wire.PathExec, h.exec)
+	mux.HandleFunc("POST "+wire.PathExecStdin, h.exec)
 	mux.HandleFunc("PUT "+wire.PathFiles, h.writeFile)
 	mux.HandleFunc("GET "+wire.PathFiles, h.readFile)
 	mux.HandleFunc("DELETE "+wire.PathFiles, h.deleteFile)
@@ -150,7 +152,11 @@ func done(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
 // no unknown fields: a backend that silently dropped a field it does not
 // know would do something other than what was asked.
 func decode(r *http.Request, v any) error {
-	data, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestJSON+1))
+	return decodeJSON(r.Body, v)
+}
+
+func decodeJSON(body io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(body, MaxRequestJSON+1))
 	if err != nil {
 		return errdefs.Wrap(errdefs.ErrInvalidArgument, err, "reading the request body")
 	}
@@ -311,7 +317,16 @@ func (h *handler) logs(w http.ResponseWriter, r *http.Request) {
 func (h *handler) exec(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var wr wire.ExecRequest
-	if err := decode(r, &wr); err != nil {
+	// With stdin the request is in the spec parameter and the body is the
+	// command's input, read while the output streams back.
+	withStdin := strings.HasSuffix(r.URL.Path, "/exec/stdin")
+	var err error
+	if withStdin {
+		err = decodeJSON(strings.NewReader(r.URL.Query().Get("spec")), &wr)
+	} else {
+		err = decode(r, &wr)
+	}
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -319,6 +334,17 @@ func (h *handler) exec(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if withStdin {
+		if !h.p.Capabilities().Stdin {
+			h.fail(w, r, errdefs.New(errdefs.ErrUnimplemented, "provider %s cannot give commands a standard input", h.p.Name()))
+			return
+		}
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			h.fail(w, r, fmt.Errorf("exec with stdin: %w", err))
+			return
+		}
+		req.Stdin = r.Body
 	}
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		h.fail(w, r, errdefs.New(errdefs.ErrInvalidArgument, "argv must name a program"))

@@ -26,6 +26,7 @@ const (
 	PathSandbox      = "/v1/sandboxes/{id}"
 	PathLogs         = "/v1/sandboxes/{id}/logs"
 	PathExec         = "/v1/sandboxes/{id}/exec"
+	PathExecStdin    = "/v1/sandboxes/{id}/exec/stdin"
 	PathFiles        = "/v1/sandboxes/{id}/files"
 	PathFilesList    = "/v1/sandboxes/{id}/files/list"
 	PathFilesStat    = "/v1/sandboxes/{id}/files/stat"
@@ -157,6 +158,8 @@ type Capabilities struct {
 	DiskLimit      bool   `json:"disk_limit,omitempty"`
 	// Pause: the backend serves PathPause and PathResume.
 	Pause bool `json:"pause,omitempty"`
+	// Stdin: the backend serves POST …/exec/stdin.
+	Stdin bool `json:"stdin,omitempty"`
 }
 
 // CapabilitiesToWire converts c.
@@ -164,7 +167,7 @@ func CapabilitiesToWire(c provider.Capabilities) Capabilities {
 	return Capabilities{
 		Isolation: c.Isolation.String(), Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
-		DiskLimit: c.DiskLimit, Pause: c.Pause,
+		DiskLimit: c.DiskLimit, Pause: c.Pause, Stdin: c.Stdin,
 	}
 }
 
@@ -181,7 +184,7 @@ func CapabilitiesFromWire(c Capabilities) provider.Capabilities {
 	return provider.Capabilities{
 		Isolation: iso, Streaming: c.Streaming, Adoption: c.Adoption,
 		Snapshots: c.Snapshots, Network: c.Network, ResourceLimits: c.ResourceLimits, Symlinks: c.Symlinks,
-		DiskLimit: c.DiskLimit, Pause: c.Pause,
+		DiskLimit: c.DiskLimit, Pause: c.Pause, Stdin: c.Stdin,
 	}
 }
 
