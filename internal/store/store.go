@@ -24,7 +24,8 @@ type Store interface {
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error)
 	// UpdateSandbox replaces a record's mutable fields (everything but ID and
 	// CreatedAt). When the state changes a history entry is appended with
-	// sb.LastError as its reason.
+	// sb.LastError as its reason. Destroyed is final: moving a destroyed
+	// record to another state is errdefs.ErrSandboxDestroyed.
 	UpdateSandbox(ctx context.Context, sb Sandbox) error
 	// History returns a sandbox's state transitions, oldest first.
 	History(ctx context.Context, id string) ([]Transition, error)
@@ -74,7 +75,36 @@ type Store interface {
 	// concurrent claims never return the same build.
 	ClaimEnvBuild(ctx context.Context, at time.Time) (EnvBuild, error)
 
+	// AcquireLease takes the lease called name for holder until ttl from
+	// now (by the store's clock), or renews it when holder holds it
+	// already. A lease that is free, released or expired is acquired with
+	// a fencing token greater than any token of any lease before it; a
+	// renewal keeps its token. A lease another holder holds unexpired is
+	// errdefs.ErrConflict.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	// ReleaseLease gives the lease up if holder still holds it with token;
+	// otherwise it does nothing.
+	ReleaseLease(ctx context.Context, name, holder string, token int64) error
+	// CheckLease returns nil when the lease called name is held, unexpired,
+	// with token; otherwise errdefs.ErrConflict: work fenced by that token
+	// must stop.
+	CheckLease(ctx context.Context, name string, token int64) error
+	// GetLease returns the lease called name, expired or not;
+	// errdefs.ErrNotFound when it is free (never taken, or released).
+	GetLease(ctx context.Context, name string) (Lease, error)
+
 	Close() error
+}
+
+// Lease is a named, expiring claim of one holder (a replica), for work
+// that must run once across replicas sharing a store (docs/scale-out.md).
+type Lease struct {
+	Name   string
+	Holder string
+	// Token is the fencing token: it grows with every acquisition, so
+	// work done under an older token can be told apart and refused.
+	Token     int64
+	ExpiresAt time.Time
 }
 
 // Sandbox is the durable record of one sandbox.

@@ -26,6 +26,13 @@ func sandboxNotFound(id string) error {
 	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
 }
 
+// destroyedIsFinal refuses to move a destroyed record to another state: a
+// writer that read the record before someone else destroyed it must not
+// revive it by writing back what it read.
+func destroyedIsFinal(id string) error {
+	return errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", id)
+}
+
 func checkSandbox(sb store.Sandbox) error {
 	if sb.ID == "" {
 		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox ID is empty")
@@ -190,6 +197,9 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if err != nil {
 			return err
+		}
+		if old == stateDestroyed && sb.State != stateDestroyed {
+			return destroyedIsFinal(sb.ID)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE sandboxes SET provider = $1, image = $2, state = $3, owner_id = $4,
 			template = $5, memory_mb = $6, vcpus = $7, disk_mb = $8, metadata = $9, env = $10, handle = $11,

@@ -34,6 +34,13 @@ func opErr(err error, format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
+// destroyedIsFinal refuses to move a destroyed record to another state: a
+// writer that read the record before someone else destroyed it must not
+// revive it by writing back what it read.
+func destroyedIsFinal(id string) error {
+	return errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", id)
+}
+
 func checkSandbox(sb store.Sandbox) error {
 	if sb.ID == "" {
 		return errdefs.New(errdefs.ErrInvalidArgument, "sandbox ID is empty")
@@ -209,6 +216,9 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if err != nil {
 			return err
+		}
+		if old == stateDestroyed && sb.State != stateDestroyed {
+			return destroyedIsFinal(sb.ID)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE sandboxes SET provider = ?, image = ?, state = ?, owner_id = ?,
 			template = ?, memory_mb = ?, vcpus = ?, disk_mb = ?, metadata = ?, env = ?, handle = ?, last_error = ?,

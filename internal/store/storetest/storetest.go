@@ -51,6 +51,10 @@ func Run(t *testing.T, open Open) {
 		{"CountSandboxes", testCountSandboxes},
 		{"PurgeDestroyed", testPurgeDestroyed},
 		{"InstanceID", testInstanceID},
+		{"DestroyedIsFinal", testDestroyedIsFinal},
+		{"Leases", testLeases},
+		{"LeaseExpiry", testLeaseExpiry},
+		{"LeaseRace", testLeaseRace},
 		{"TemplateRoundTrip", testTemplateRoundTrip},
 		{"TemplateNilAndEmpty", testTemplateNilAndEmpty},
 		{"TemplateZeroTimes", testTemplateZeroTimes},
@@ -1042,5 +1046,167 @@ func testInstanceID(t *testing.T, open Open) {
 	other, err := newStore(t, open).InstanceID(t.Context())
 	if err != nil || other == id {
 		t.Errorf("another store's InstanceID = %q, %v; must differ from %q", other, err, id)
+	}
+}
+
+// testDestroyedIsFinal: a destroyed record never comes back to life, so
+// that a writer that read it before another (a replica, say) destroyed it
+// cannot revive it by writing back what it read.
+func testDestroyedIsFinal(t *testing.T, open Open) {
+	s := newStore(t, open)
+	sb := fullSandbox("sb-final")
+	mustCreate(t, s, sb)
+	stale := sb
+	stale.State = "running"
+	sb.State, sb.LastError, sb.UpdatedAt = "destroyed", "destroyed on request", at(10)
+	mustUpdate(t, s, sb)
+	stale.UpdatedAt = at(11)
+	checkClass(t, "UpdateSandbox of a destroyed record to running", s.UpdateSandbox(t.Context(), stale), errdefs.ErrSandboxDestroyed)
+	checkSandbox(t, mustGet(t, s, sb.ID), sb)
+	// Destroyed again is no change of state: allowed, no history entry.
+	sb.UpdatedAt = at(12)
+	mustUpdate(t, s, sb)
+	if h := mustHistory(t, s, sb.ID); len(h) != 2 {
+		t.Errorf("history = %+v, want creating and destroyed only", h)
+	}
+}
+
+// testLeases: one holder at a time; a renewal keeps the token; every new
+// acquisition gets a greater token than any before, across names too; a
+// lost lease fails its check.
+func testLeases(t *testing.T, open Open) {
+	s := newStore(t, open)
+	ctx := t.Context()
+	_, err := s.GetLease(ctx, "reaper")
+	checkClass(t, "GetLease of a lease never taken", err, errdefs.ErrNotFound)
+	checkClass(t, "CheckLease of a lease never taken", s.CheckLease(ctx, "reaper", 1), errdefs.ErrConflict)
+	_, err = s.AcquireLease(ctx, "", "a", time.Minute)
+	checkClass(t, "AcquireLease without a name", err, errdefs.ErrInvalidArgument)
+	_, err = s.AcquireLease(ctx, "reaper", "", time.Minute)
+	checkClass(t, "AcquireLease without a holder", err, errdefs.ErrInvalidArgument)
+	_, err = s.AcquireLease(ctx, "reaper", "a", 0)
+	checkClass(t, "AcquireLease without a ttl", err, errdefs.ErrInvalidArgument)
+
+	before := time.Now()
+	a, err := s.AcquireLease(ctx, "reaper", "a", time.Minute)
+	if err != nil {
+		t.Fatalf("AcquireLease: %v", err)
+	}
+	if a.Name != "reaper" || a.Holder != "a" || a.Token <= 0 || a.ExpiresAt.Before(before.Add(50*time.Second)) {
+		t.Errorf("acquired %+v, want reaper held by a with a positive token for about a minute", a)
+	}
+	if got, err := s.GetLease(ctx, "reaper"); err != nil || got.Holder != "a" || got.Token != a.Token || !got.ExpiresAt.Equal(a.ExpiresAt) {
+		t.Errorf("GetLease = %+v, %v; want %+v", got, err, a)
+	}
+	if err := s.CheckLease(ctx, "reaper", a.Token); err != nil {
+		t.Errorf("CheckLease of the held lease: %v", err)
+	}
+	checkClass(t, "CheckLease with another token", s.CheckLease(ctx, "reaper", a.Token+1), errdefs.ErrConflict)
+	_, err = s.AcquireLease(ctx, "reaper", "b", time.Minute)
+	checkClass(t, "AcquireLease of a held lease", err, errdefs.ErrConflict)
+
+	renewed, err := s.AcquireLease(ctx, "reaper", "a", 2*time.Minute)
+	if err != nil || renewed.Token != a.Token || !renewed.ExpiresAt.After(a.ExpiresAt) {
+		t.Errorf("renewal = %+v, %v; want token %d kept and a later expiry than %v", renewed, err, a.Token, a.ExpiresAt)
+	}
+	// Another name is another lease, with a token of its own.
+	other, err := s.AcquireLease(ctx, "reconcile", "b", time.Minute)
+	if err != nil || other.Token <= a.Token {
+		t.Errorf("AcquireLease(reconcile) = %+v, %v; want a token above %d", other, err, a.Token)
+	}
+
+	// Only the holder with its token releases.
+	if err := s.ReleaseLease(ctx, "reaper", "b", a.Token); err != nil {
+		t.Errorf("ReleaseLease by a non-holder: %v", err)
+	}
+	if err := s.ReleaseLease(ctx, "reaper", "a", a.Token+100); err != nil {
+		t.Errorf("ReleaseLease with a wrong token: %v", err)
+	}
+	if err := s.CheckLease(ctx, "reaper", a.Token); err != nil {
+		t.Errorf("a release by someone else ended the lease: %v", err)
+	}
+	if err := s.ReleaseLease(ctx, "reaper", "a", a.Token); err != nil {
+		t.Fatalf("ReleaseLease: %v", err)
+	}
+	checkClass(t, "CheckLease after release", s.CheckLease(ctx, "reaper", a.Token), errdefs.ErrConflict)
+	_, err = s.GetLease(ctx, "reaper")
+	checkClass(t, "GetLease after release", err, errdefs.ErrNotFound)
+	b, err := s.AcquireLease(ctx, "reaper", "b", time.Minute)
+	if err != nil || b.Holder != "b" || b.Token <= other.Token {
+		t.Errorf("AcquireLease after release = %+v, %v; want b with a token above %d", b, err, other.Token)
+	}
+	// The old holder taking it back after losing it gets a new token.
+	if err := s.ReleaseLease(ctx, "reaper", "b", b.Token); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.AcquireLease(ctx, "reaper", "a", time.Minute)
+	if err != nil || again.Token <= b.Token {
+		t.Errorf("reacquired = %+v, %v; want a token above %d", again, err, b.Token)
+	}
+}
+
+// testLeaseExpiry: an expired lease is free for another holder with a
+// new token, and the former holder's token is refused.
+func testLeaseExpiry(t *testing.T, open Open) {
+	s := newStore(t, open)
+	ctx := t.Context()
+	const ttl = 300 * time.Millisecond
+	a, err := s.AcquireLease(ctx, "sweeper", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait past the expiry by the store's clock, whatever the load.
+	deadline := time.Now().Add(30 * time.Second)
+	for s.CheckLease(ctx, "sweeper", a.Token) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("lease with ttl %s still valid after 30s", ttl)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := s.GetLease(ctx, "sweeper")
+	if err != nil || got.Token != a.Token {
+		t.Errorf("GetLease of an expired lease = %+v, %v; want it with token %d", got, err, a.Token)
+	}
+	b, err := s.AcquireLease(ctx, "sweeper", "b", time.Minute)
+	if err != nil || b.Token <= a.Token {
+		t.Fatalf("AcquireLease of an expired lease = %+v, %v; want a token above %d", b, err, a.Token)
+	}
+	checkClass(t, "CheckLease of the former holder", s.CheckLease(ctx, "sweeper", a.Token), errdefs.ErrConflict)
+	_, err = s.AcquireLease(ctx, "sweeper", "a", ttl)
+	checkClass(t, "renewal by the former holder", err, errdefs.ErrConflict)
+}
+
+// testLeaseRace: holders racing for one free lease: exactly one wins.
+func testLeaseRace(t *testing.T, open Open) {
+	s := newStore(t, open)
+	const n = 8
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins []store.Lease
+		errs []error
+	)
+	for i := range n {
+		wg.Go(func() {
+			l, err := s.AcquireLease(t.Context(), "builds", fmt.Sprintf("replica-%d", i), time.Minute)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins = append(wins, l)
+			case !errors.Is(err, errdefs.ErrConflict):
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("unexpected errors: %v", errors.Join(errs...))
+	}
+	if len(wins) != 1 {
+		t.Fatalf("%d holders won the lease, want exactly 1: %+v", len(wins), wins)
+	}
+	if got, err := s.GetLease(t.Context(), "builds"); err != nil || got.Holder != wins[0].Holder {
+		t.Errorf("GetLease = %+v, %v; want the winner %s", got, err, wins[0].Holder)
 	}
 }
