@@ -286,6 +286,12 @@ func TestIdleTimeout(t *testing.T) {
 	if last := h[len(h)-1]; last.State != "destroyed" || last.Reason != "idle for 1s" {
 		t.Errorf("last history entry of the idle-destroyed sandbox: %+v", last)
 	}
+	b := string(readAll(t, e.call("GET", "/metrics", nil)))
+	for _, line := range []string{`stacyvm_idle_actions_total{action="pause"} `, `stacyvm_idle_actions_total{action="destroy"} `} {
+		if !strings.Contains(b, line) {
+			t.Errorf("metrics lack %s", line)
+		}
+	}
 	// The paused one resumes on use.
 	e.expectJSON(e.call("POST", "/api/v1/sandboxes/"+pausing.ID+"/exec", map[string]string{"command": "echo back"}), http.StatusOK, &res)
 	if res.Stdout != "back\n" {

@@ -42,6 +42,7 @@ type Metrics struct {
 	reaper    *prometheus.CounterVec
 	reconcile *prometheus.CounterVec
 	trans     *prometheus.CounterVec
+	idle      *prometheus.CounterVec
 	http      *prometheus.HistogramVec
 	counter   atomic.Pointer[SandboxCounter]
 }
@@ -70,6 +71,10 @@ func New(c SandboxCounter) *Metrics {
 			Name: "stacyvm_sandbox_transitions_total",
 			Help: "Sandbox lifecycle transitions, by state left and state entered.",
 		}, []string{"from", "to"}),
+		idle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stacyvm_idle_actions_total",
+			Help: "What the idle sweeper did with idle sandboxes, by action (pause, destroy, failed).",
+		}, []string{"action"}),
 		http: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "stacyvm_http_request_duration_seconds",
 			Help:    "Duration of HTTP requests by route pattern and status code; streams count until they end.",
@@ -79,7 +84,7 @@ func New(c SandboxCounter) *Metrics {
 	if c != nil {
 		m.SetSandboxCounter(c)
 	}
-	m.reg.MustRegister(m.ops, m.reaper, m.reconcile, m.trans, m.http, &sandboxCollector{m: m},
+	m.reg.MustRegister(m.ops, m.reaper, m.reconcile, m.trans, m.idle, m.http, &sandboxCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -120,7 +125,7 @@ func (m *Metrics) Transition(from, to string) {
 	m.trans.WithLabelValues(from, to).Inc()
 }
 
-// Action records what the reaper or reconcile did; it implements
+// Action records what the reaper, reconcile or the idle sweeper did; it implements
 // orchestrator.Observer. Other sources have no metric and are ignored.
 func (m *Metrics) Action(source, action string) {
 	switch source {
@@ -128,6 +133,8 @@ func (m *Metrics) Action(source, action string) {
 		m.reaper.WithLabelValues(action).Inc()
 	case "reconcile":
 		m.reconcile.WithLabelValues(action).Inc()
+	case "idle":
+		m.idle.WithLabelValues(action).Inc()
 	}
 }
 

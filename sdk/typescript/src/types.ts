@@ -26,6 +26,9 @@ export interface Sandbox {
   metadata: Record<string, string>;
   preview_domain: string;
   error?: string;
+  /** Seconds without activity before on_idle happens (absent: none). */
+  idle_timeout?: number;
+  on_idle?: "pause" | "destroy";
 }
 
 /** A Go duration string ("30s", "5m") or a number of seconds. */
@@ -44,6 +47,9 @@ export interface SpawnOptions {
   metadata?: Record<string, string>;
   disk_mb?: number;
   network?: "" | "none" | "bridge";
+  /** Seconds without activity before on_idle happens (0: the template's, then the server's). */
+  idle_timeout?: number;
+  on_idle?: "pause" | "destroy";
 }
 
 export interface TemplateSpawnOptions {
@@ -115,6 +121,8 @@ export interface Template {
   provider?: string | null;
   created_at?: string;
   updated_at?: string;
+  idle_timeout?: number;
+  on_idle?: string | null;
 }
 
 export interface Capabilities {
