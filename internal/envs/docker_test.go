@@ -115,8 +115,17 @@ func removeStepImages(t *testing.T, d *envs.Docker, log string) {
 	defer cancel()
 	ids := stepImage.FindAllStringSubmatch(log, -1)
 	for i := len(ids) - 1; i >= 0; i-- {
-		if img, err := d.Client().ImageInspect(ctx, ids[i][1]); err == nil && len(img.RepoTags) == 0 {
-			_, _ = d.Client().ImageRemove(ctx, ids[i][1], client.ImageRemoveOptions{PruneChildren: true})
+		// dockerd may still be removing the aborted step's container,
+		// which holds its parent image for a moment.
+		for ctx.Err() == nil {
+			img, err := d.Client().ImageInspect(ctx, ids[i][1])
+			if err != nil || len(img.RepoTags) > 0 {
+				break
+			}
+			if _, err := d.Client().ImageRemove(ctx, ids[i][1], client.ImageRemoveOptions{PruneChildren: true}); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }
