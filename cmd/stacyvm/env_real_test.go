@@ -220,6 +220,20 @@ func TestEnvironmentEndToEnd(t *testing.T) {
 		}
 	}
 
+	// A template naming the spec spawns its ready build's image.
+	envCLI(t, s, "templates", "create", "--name", "hello-env", "--environment", specID).ok(t)
+	tsb, err := s.client.SpawnTemplate(ctx, "hello-env", client.TemplateSpawnRequest{Provider: "docker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.client.Destroy(context.Background(), tsb.ID) })
+	if tsb.Image != b.Image {
+		t.Errorf("the template spawned %q, want the build's image %q", tsb.Image, b.Image)
+	}
+	if res, err := s.client.Exec(ctx, tsb.ID, client.ExecRequest{Command: "jq --version"}); err != nil || res.ExitCode != 0 {
+		t.Errorf("jq in the template's sandbox: %+v, %v", res, err)
+	}
+
 	// The same recipe under another spec: the image is reused.
 	again := strings.TrimSpace(envCLI(t, s, "env", "create", "--name", "hello-too", "--base", "stacyvm/debian:test",
 		"--apt", "jq", "--pip", "stacyhello==1.0", "--owner", "bob").ok(t).stdout)

@@ -128,6 +128,7 @@ func (a *app) templatesCreateCmd() *cobra.Command {
 	var (
 		file                           string
 		name, image, description, prov string
+		environment                    string
 		memory                         string
 		cpus, poolSize                 int
 		ttl                            time.Duration
@@ -164,6 +165,9 @@ flags given together with --file override the file's fields.`,
 			if fl.Changed("provider") {
 				t.Provider = prov
 			}
+			if fl.Changed("environment") {
+				t.Environment = environment
+			}
 			if fl.Changed("cpus") {
 				t.CPUCores = cpus
 			}
@@ -191,8 +195,8 @@ flags given together with --file override the file's fields.`,
 					return err
 				}
 			}
-			if t.Name == "" || t.Image == "" {
-				return usagef("a template needs --name and --image (or a --file that has them)")
+			if t.Name == "" || (t.Image == "" && t.Environment == "") {
+				return usagef("a template needs --name and --image or --environment (or a --file that has them)")
 			}
 			c, err := a.client()
 			if err != nil {
@@ -213,6 +217,7 @@ flags given together with --file override the file's fields.`,
 	fl.StringVarP(&file, "file", "f", "", "template JSON file (- for stdin)")
 	fl.StringVar(&name, "name", "", "template name")
 	fl.StringVar(&image, "image", "", "image sandboxes run")
+	fl.StringVar(&environment, "environment", "", "environment spec or build ID whose image sandboxes run (instead of --image)")
 	fl.StringVar(&description, "description", "", "what the template is for")
 	fl.StringVar(&prov, "provider", "", "provider to run on (default: the server's)")
 	fl.StringVar(&memory, "memory", "", "memory in MiB, or with a unit: 512m, 2g")

@@ -93,7 +93,8 @@ func newEnv(t testing.TB, options ...envOption) *testEnv {
 	}
 	cfg, opts = setup.cfg, setup.opts
 	if setup.environments != nil {
-		opts.Environments = setup.environments(st)
+		svc := setup.environments(st)
+		opts.Environments, cfg.Environments = svc, svc
 	}
 	m := orchestrator.New(st, reg, cfg)
 	met.SetSandboxCounter(m)

@@ -303,3 +303,52 @@ func TestEnvironmentsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+func TestTemplateNamesEnvironment(t *testing.T) {
+	t.Parallel()
+	g := &gatedBuilder{images: map[string]envs.Image{}, gate: make(chan struct{})}
+	close(g.gate) // builds finish at once
+	e := newEnv(t, withEnvironments(g))
+	e.runBuilds()
+
+	var spec specJSON
+	e.expectJSON(e.call("POST", "/api/v1/environments/specs", map[string]any{"owner_id": "a", "name": "tools",
+		"base_image": "debian:bookworm", "apt_packages": []string{"jq"}}), http.StatusCreated, &spec)
+
+	// A template may name the spec before any build is ready; spawning
+	// it then is a conflict that says so.
+	var tmpl templateJSON
+	e.expectJSON(e.call("POST", "/api/v1/templates", map[string]any{"name": "tools", "environment": spec.ID}), http.StatusCreated, &tmpl)
+	if tmpl.Environment == nil || *tmpl.Environment != spec.ID || tmpl.Image != "" {
+		t.Errorf("template = %+v", tmpl)
+	}
+	e.expectError(e.call("POST", "/api/v1/templates/tools/spawn", nil), http.StatusConflict, codeConflict)
+
+	var b buildJSON
+	e.expectJSON(e.call("POST", "/api/v1/environments/builds", map[string]any{"spec_id": spec.ID}), http.StatusCreated, &b)
+	e.waitFor("the build to be ready", func() bool {
+		var cur buildJSON
+		e.expectJSON(e.call("GET", "/api/v1/environments/builds/"+b.ID, nil), http.StatusOK, &cur)
+		return cur.Status == "ready"
+	})
+	var sb sandboxJSON
+	e.expectJSON(e.call("POST", "/api/v1/templates/tools/spawn", nil), http.StatusCreated, &sb)
+	if sb.Image != b.Image {
+		t.Errorf("the template spawned image %q, want the build's %q", sb.Image, b.Image)
+	}
+	// A template may name the build itself too.
+	e.expectJSON(e.call("POST", "/api/v1/templates", map[string]any{"name": "pinned", "environment": b.ID}), http.StatusCreated, &tmpl)
+	e.expectJSON(e.call("POST", "/api/v1/sandboxes", map[string]any{"template": "pinned"}), http.StatusCreated, &sb)
+	if sb.Image != b.Image {
+		t.Errorf("the pinned template spawned %q, want %q", sb.Image, b.Image)
+	}
+
+	e.expectError(e.call("POST", "/api/v1/templates", map[string]any{"name": "ghost", "environment": "envs-nope"}), http.StatusBadRequest, codeBadRequest)
+	e.expectError(e.call("POST", "/api/v1/templates", map[string]any{"name": "both", "environment": spec.ID, "image": "x"}), http.StatusBadRequest, codeBadRequest)
+}
+
+func TestTemplateEnvironmentWithoutBuilds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.expectError(e.call("POST", "/api/v1/templates", map[string]any{"name": "t", "environment": "envs-x"}), http.StatusBadRequest, codeBadRequest)
+}

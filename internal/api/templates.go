@@ -22,6 +22,9 @@ type templateBody struct {
 	Provider    string            `json:"provider"`
 	IdleTimeout int               `json:"idle_timeout"`
 	OnIdle      string            `json:"on_idle"`
+	// Environment names an environment spec or build: spawns use its
+	// (latest ready) image.
+	Environment string `json:"environment"`
 
 	Version   *int    `json:"version"`
 	CreatedAt *string `json:"created_at"`
@@ -32,7 +35,7 @@ func (b templateBody) template() store.Template {
 	return store.Template{
 		Name: b.Name, Image: b.Image, Description: b.Description, Setup: b.Setup, Env: b.Env,
 		MemoryMB: b.MemoryMB, CPUCores: b.CPUCores, TTLSeconds: b.TTLSeconds, PoolSize: b.PoolSize,
-		Provider: b.Provider, IdleTimeoutSeconds: b.IdleTimeout, OnIdle: b.OnIdle,
+		Provider: b.Provider, IdleTimeoutSeconds: b.IdleTimeout, OnIdle: b.OnIdle, Environment: b.Environment,
 	}
 }
 

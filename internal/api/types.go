@@ -123,6 +123,7 @@ type templateJSON struct {
 	TTLSeconds  int               `json:"ttl_seconds"`
 	PoolSize    int               `json:"pool_size"`
 	Provider    *string           `json:"provider"`
+	Environment *string           `json:"environment,omitempty"`
 	CreatedAt   string            `json:"created_at"`
 	UpdatedAt   string            `json:"updated_at"`
 	IdleTimeout int               `json:"idle_timeout"`
@@ -134,7 +135,8 @@ func templateOut(t store.Template) templateJSON {
 		Name: t.Name, Version: t.Version, Image: t.Image, Description: nullable(t.Description),
 		Setup: t.Setup, Env: maps.Clone(t.Env), MemoryMB: t.MemoryMB, CPUCores: t.CPUCores,
 		TTLSeconds: t.TTLSeconds, PoolSize: t.PoolSize, Provider: nullable(t.Provider),
-		CreatedAt: rfc3339(t.CreatedAt), UpdatedAt: rfc3339(t.UpdatedAt),
+		Environment: nullable(t.Environment),
+		CreatedAt:   rfc3339(t.CreatedAt), UpdatedAt: rfc3339(t.UpdatedAt),
 		IdleTimeout: t.IdleTimeoutSeconds, OnIdle: nullable(t.OnIdle),
 	}
 	if out.Setup == nil {

@@ -21,8 +21,11 @@ type Template struct {
 	TTLSeconds  int               `json:"ttl_seconds"`
 	PoolSize    int               `json:"pool_size"`
 	Provider    string            `json:"provider,omitempty"`
-	CreatedAt   time.Time         `json:"created_at"`
-	UpdatedAt   time.Time         `json:"updated_at"`
+	// Environment, instead of Image, names an environment spec or build
+	// whose (newest ready) image the template spawns.
+	Environment string    `json:"environment,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // UnmarshalJSON accepts the server's empty strings for absent times.
@@ -54,12 +57,13 @@ type templateBody struct {
 	TTLSeconds  int               `json:"ttl_seconds,omitempty"`
 	PoolSize    int               `json:"pool_size,omitempty"`
 	Provider    string            `json:"provider,omitempty"`
+	Environment string            `json:"environment,omitempty"`
 }
 
 func (t Template) body() templateBody {
 	return templateBody{Name: t.Name, Image: t.Image, Description: t.Description, Setup: t.Setup,
 		Env: t.Env, MemoryMB: t.MemoryMB, CPUCores: t.CPUCores, TTLSeconds: t.TTLSeconds,
-		PoolSize: t.PoolSize, Provider: t.Provider}
+		PoolSize: t.PoolSize, Provider: t.Provider, Environment: t.Environment}
 }
 
 func templatePath(name, suffix string) string { return "/templates/" + seg(name) + suffix }

@@ -30,6 +30,9 @@ import (
 
 // Config tunes a Manager. Zero values take the defaults in DefaultConfig.
 type Config struct {
+	// Environments resolves a template's environment (a spec or build
+	// ID) to the image to spawn; nil when the server builds none.
+	Environments       EnvironmentResolver
 	DefaultTTL         time.Duration
 	MaxTTL             time.Duration
 	DefaultExecTimeout time.Duration
@@ -300,6 +303,15 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 			return store.Sandbox{}, err
 		}
 		tmpl = &t
+		if req.Image == "" && t.Environment != "" {
+			// The environment decides the image at each spawn: a spec's
+			// newest ready build, so a rebuild is picked up at once.
+			img, err := m.environmentImage(ctx, t)
+			if err != nil {
+				return store.Sandbox{}, err
+			}
+			req.Image = img
+		}
 		req = applyTemplate(req, t)
 	}
 	if req.Image == "" {

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -13,15 +14,18 @@ import (
 
 var templateName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
 
-func (m *Manager) validateTemplate(t store.Template) error {
+func (m *Manager) validateTemplate(ctx context.Context, t store.Template) error {
 	switch {
 	case t.Name == "":
 		return errdefs.New(errdefs.ErrInvalidArgument, "name is required")
 	case !templateName.MatchString(t.Name):
 		return errdefs.New(errdefs.ErrInvalidArgument,
 			"name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)", t.Name)
-	case t.Image == "":
-		return errdefs.New(errdefs.ErrInvalidArgument, "image is required")
+	case t.Image == "" && t.Environment == "":
+		return errdefs.WithHint(errdefs.New(errdefs.ErrInvalidArgument, "image is required"),
+			"name an image, or an environment (spec or build ID) whose image the template spawns")
+	case t.Image != "" && t.Environment != "":
+		return errdefs.New(errdefs.ErrInvalidArgument, "name an image or an environment, not both")
 	case t.MemoryMB < 0 || t.MemoryMB > MaxMemoryMB:
 		return errdefs.New(errdefs.ErrInvalidArgument, "memory_mb must be from 0 (the default) to %d, not %d", MaxMemoryMB, t.MemoryMB)
 	case t.CPUCores < 0 || t.CPUCores > MaxVCPUs:
@@ -53,6 +57,16 @@ func (m *Manager) validateTemplate(t store.Template) error {
 			return errdefs.New(errdefs.ErrInvalidArgument, "env name %q is invalid", k)
 		}
 	}
+	if t.Environment != "" {
+		if m.cfg.Environments == nil {
+			return errdefs.New(errdefs.ErrInvalidArgument, "environment %q: this server builds no environments", t.Environment)
+		}
+		// A spec without a ready build yet is fine: its build may be
+		// running. An environment that does not exist is not.
+		if _, err := m.cfg.Environments.ResolveImage(ctx, t.Environment); errdefs.Classify(err) == errdefs.ErrNotFound {
+			return errdefs.New(errdefs.ErrInvalidArgument, "environment %q is neither an environment spec nor a build", t.Environment)
+		}
+	}
 	if t.Provider != "" && t.Provider != "auto" {
 		if _, err := m.reg.Get(t.Provider); err != nil && errdefs.Classify(err) == errdefs.ErrProviderNotFound {
 			return errdefs.New(errdefs.ErrInvalidArgument, "provider %q is not registered", t.Provider)
@@ -64,7 +78,7 @@ func (m *Manager) validateTemplate(t store.Template) error {
 // CreateTemplate stores a new template; a duplicate name is
 // errdefs.ErrConflict.
 func (m *Manager) CreateTemplate(ctx context.Context, t store.Template) (store.Template, error) {
-	if err := m.validateTemplate(t); err != nil {
+	if err := m.validateTemplate(ctx, t); err != nil {
 		return store.Template{}, err
 	}
 	now := m.now()
@@ -103,7 +117,7 @@ func (m *Manager) UpdateTemplate(ctx context.Context, name string, t store.Templ
 	if t.Name != name {
 		return store.Template{}, errdefs.New(errdefs.ErrInvalidArgument, "name %q in the body does not match %q in the path", t.Name, name)
 	}
-	if err := m.validateTemplate(t); err != nil {
+	if err := m.validateTemplate(ctx, t); err != nil {
 		return store.Template{}, err
 	}
 	t.UpdatedAt = m.now()
@@ -129,4 +143,22 @@ func (m *Manager) DeleteTemplate(ctx context.Context, name string) error {
 	}
 	m.publish(events.TemplateDeleted, "", map[string]string{"name": name})
 	return nil
+}
+
+// EnvironmentResolver turns an environment (spec or build ID) into the
+// image a sandbox spawns: the build's, or the spec's newest ready build's.
+type EnvironmentResolver interface {
+	ResolveImage(ctx context.Context, ref string) (string, error)
+}
+
+func (m *Manager) environmentImage(ctx context.Context, t store.Template) (string, error) {
+	if m.cfg.Environments == nil {
+		return "", errdefs.New(errdefs.ErrProviderUnavailable, "template %q names environment %q, but this server builds no environments",
+			t.Name, t.Environment)
+	}
+	img, err := m.cfg.Environments.ResolveImage(ctx, t.Environment)
+	if err != nil {
+		return "", fmt.Errorf("template %q: %w", t.Name, err)
+	}
+	return img, nil
 }

@@ -67,6 +67,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	defer closeProviders()
 	announce(ctx, reg, log)
 
+	envSvc, closeEnvs := environments(ctx, cfg, st, log)
+	defer closeEnvs()
+
 	met := metrics.New(nil)
 	// One budget for buffered exec output (the Manager) and JSON file
 	// bodies (the API).
@@ -94,6 +97,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		MemoryBudget:       budget,
 		Logger:             log,
 		Observer:           met,
+		Environments:       resolver(envSvc),
 	})
 	met.SetSandboxCounter(m)
 
@@ -103,9 +107,6 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	if _, err := m.Reconcile(ctx); err != nil {
 		log.Error("reconcile finished with errors", "err", err)
 	}
-
-	envSvc, closeEnvs := environments(ctx, cfg, st, log)
-	defer closeEnvs()
 
 	shuttingDown := make(chan struct{})
 	handler := api.New(m, api.Options{
@@ -244,6 +245,15 @@ func environments(ctx context.Context, cfg *config.Config, st store.Store, log *
 	log.Info("environment builds enabled", "workers", e.Workers, "pip_index", e.PipIndexURL != "",
 		"registry", e.RegistryAddress != "")
 	return svc, func() { d.Close() }
+}
+
+// resolver is the service as the orchestrator's resolver: nil (not a
+// nil pointer in an interface) when the server builds no environments.
+func resolver(svc *envs.Service) orchestrator.EnvironmentResolver {
+	if svc == nil {
+		return nil
+	}
+	return svc
 }
 
 // announce logs which provider serves requests that name none, and why,
