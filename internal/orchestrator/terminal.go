@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -20,9 +21,16 @@ type TerminalRequest struct {
 
 // OpenTerminal starts an interactive session on a pseudo-terminal in a
 // running sandbox. ctx bounds the start only. Reading from and writing to
-// the terminal counts as activity (Touch); closing it kills the session's
-// processes.
-func (m *Manager) OpenTerminal(ctx context.Context, id string, req TerminalRequest) (provider.Terminal, error) {
+// the terminal counts as activity (Touch), and an open terminal keeps its
+// sandbox busy: the idle sweeper never freezes a session under its user.
+// Closing it kills the session's processes.
+func (m *Manager) OpenTerminal(ctx context.Context, id string, req TerminalRequest) (_ provider.Terminal, err error) {
+	done := m.active(id)
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
 	sb, p, err := m.guest(ctx, id, "open a terminal")
 	if err != nil {
 		return nil, err
@@ -50,7 +58,7 @@ func (m *Manager) OpenTerminal(ctx context.Context, id string, req TerminalReque
 		return nil, err
 	}
 	m.Touch(id)
-	return &activeTerminal{Terminal: term, touch: func() { m.Touch(id) }}, nil
+	return &activeTerminal{Terminal: term, touch: func() { m.Touch(id) }, done: sync.OnceFunc(done)}, nil
 }
 
 // Touch records activity in a sandbox now. Terminals call it on every
@@ -71,6 +79,12 @@ func (m *Manager) LastActivity(id string) (time.Time, bool) {
 type activeTerminal struct {
 	provider.Terminal
 	touch func()
+	done  func() // ends the session's activity; once
+}
+
+func (t *activeTerminal) Close() error {
+	defer t.done()
+	return t.Terminal.Close()
 }
 
 func (t *activeTerminal) Read(p []byte) (int, error) {
