@@ -143,12 +143,16 @@ func TestDashboard(t *testing.T) {
 	d.termType("top\r")
 	d.waitJS("top's screen", `d_rows().some(r => /^\s*PID\s+PPID/.test(r))`)
 	d.shot("terminal-top")
+	// top may draw before it puts the terminal in raw mode, which drops
+	// what was typed before; its first screen plus a moment is enough.
+	time.Sleep(500 * time.Millisecond)
 	d.termType("q")
 	d.termType("echo top-done-$((20+22))\r")
 	d.waitRow("top-done-42")
 
 	d.termType("vi /tmp/vi-test\r")
 	d.waitJS("vi's screen", `d_rows().filter(r => r.trimEnd() === "~").length >= 5`)
+	time.Sleep(500 * time.Millisecond) // as for top
 	d.termType("ihello from vi")
 	// Esc on its own: vi reads an Esc followed at once by more bytes as
 	// the start of an escape sequence (an arrow key), as terminals send.
@@ -251,6 +255,43 @@ func TestDashboard(t *testing.T) {
 	if got := d.readFile(srv.client, fromTpl, "/workspace/out/ready"); got != "" {
 		t.Fatalf("the template's setup left %q in /workspace/out/ready", got)
 	}
+	// Environments: a spec from the form, a build followed live until
+	// ready, a sandbox from it.
+	d.nav("#/environments")
+	d.waitJS("the environments page", `document.querySelector("main h1")?.textContent === "Environments" && !!document.querySelector('form[aria-label="New environment spec"]')`)
+	d.do(chromedp.SendKeys(chromedp.CSS(`form input[name="name"]`), "plain"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="base_image"]`), "stacyvm/debian:test"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="owner_id"]`), "dashboard"),
+		chromedp.Click(chromedp.CSS(`form[aria-label="New environment spec"] button[type="submit"]`)))
+	d.waitJS("the spec in the list", `[...document.querySelectorAll("tr[data-spec]")].some(r => r.textContent.includes("plain"))`)
+	d.shot("environments")
+	d.do(chromedp.Click(chromedp.CSS(`tr[data-spec] button.primary`)))
+	d.waitJS("the build page", `location.hash.startsWith("#/environments/builds/")`)
+	d.waitJS("the build's log", `document.querySelector("pre.log")?.textContent.includes("builds image stacyvm/env:")`)
+	// The log's last line is the final status frame of the NDJSON follow.
+	d.waitJS("the end of the build's log", `document.querySelector("pre.log")?.textContent.match(/\[build (ready|failed|canceled)/)`)
+	d.waitJS("the build to finish", `document.querySelector("main .kv .state-ready, main .kv .state-failed")?.textContent`)
+	if st := d.waitJS("the build's status", `document.querySelector("main .kv .badge")?.textContent`); st != "ready" {
+		d.fail("the build", fmt.Errorf("ended %s", st))
+	}
+	d.shot("environment-build")
+	d.do(chromedp.Click(chromedp.CSS(`main .row button.primary`)))
+	d.waitJS("the sandbox from the build", `location.hash.startsWith("#/sandboxes/sb-")`)
+	fromEnv, err := browsertest.Eval[string](d.ctx, `decodeURIComponent(location.hash.split("/")[2])`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb, err := srv.client.Get(t.Context(), fromEnv); err != nil || !strings.HasPrefix(sb.Image, "stacyvm/env:") {
+		t.Fatalf("the sandbox spawned from the build: %+v (%v)", sb, err)
+	}
+	// Its page opens a terminal: let it connect, and leave, before the
+	// sandbox goes.
+	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
+	d.nav("#/pools")
+	if err := srv.client.Destroy(t.Context(), fromEnv); err != nil {
+		t.Fatal(err)
+	}
+
 	d.nav("#/pools")
 	d.waitJS("the pool status", `!!document.querySelector("main dl.kv")`)
 	d.shot("pools")
@@ -268,13 +309,17 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.do(chromedp.Click(chromedp.CSS(`tr[data-id="` + id + `"] td.actions button:not(.danger)`)))
+	var extended time.Time
 	waitFor(t, "the extended expiry", func() bool {
 		sb, err := srv.client.Get(t.Context(), id)
+		extended = sb.ExpiresAt
 		return err == nil && sb.ExpiresAt.After(before.ExpiresAt.Add(10*time.Minute))
 	})
+	// The list reloads after an extension; its rows are replaced, so wait
+	// for the new ones before clicking in them.
+	d.waitJS("the list after extending", `document.querySelector('tr[data-id="`+id+`"]')?.dataset.expires === `+jsString(extended.UTC().Format(time.RFC3339)))
 
 	// Bulk destroy: two selected, both gone, the first one untouched.
-	d.waitJS("the list after extending", `!!document.querySelector('tr[data-id="`+fromTpl+`"] input[type=checkbox]')`)
 	d.do(chromedp.Click(chromedp.CSS(`tr[data-id="`+fromTpl+`"] input[type=checkbox]`)),
 		chromedp.Click(chromedp.CSS(`tr[data-id="`+third.ID+`"] input[type=checkbox]`)))
 	d.waitJS("the bulk button", `[...document.querySelectorAll("main button.danger")].some(b => b.textContent === "Destroy selected (2)" && !b.disabled)`)
@@ -336,9 +381,30 @@ func TestDashboard(t *testing.T) {
 	d.shot("phone-terminal")
 	d.do(chromedp.EmulateViewport(1280, 800))
 
+	// Pause and resume (Docker pauses the container's processes); the
+	// terminal works again after the resume.
+	d.nav("#/sandboxes/" + id + "/terminal")
+	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
+	d.eval(`[...document.querySelectorAll("main .row button")].find(b => b.textContent === "Pause").click()`)
+	d.waitJS("the paused sandbox", `document.querySelector("main h1 .badge")?.textContent === "paused" && !!document.querySelector("main .empty")`)
+	if sb, err := srv.client.Get(t.Context(), id); err != nil || sb.State != "paused" {
+		t.Fatalf("after Pause the API has %+v (%v)", sb, err)
+	}
+	d.shot("paused")
+	d.eval(`[...document.querySelectorAll("main .row button")].find(b => b.textContent === "Resume").click()`)
+	d.waitJS("the resumed sandbox's terminal", `document.querySelector("main h1 .badge")?.textContent === "running" && document.querySelector("[data-terminal]")?.dataset.status === "open"`)
+	if sb, err := srv.client.Get(t.Context(), id); err != nil || sb.State != "running" {
+		t.Fatalf("after Resume the API has %+v (%v)", sb, err)
+	}
+	d.termType("echo resumed-$((7*6))\r")
+	d.waitRow("resumed-42")
+
 	// Destroy from the sandbox page, through the confirmation dialog.
 	d.nav("#/sandboxes/" + id)
 	d.waitJS("the sandbox page", `!!document.querySelector("main h1 .badge")`)
+	// The page opens its terminal; destroying while the handshake is on
+	// its way would (rightly) refuse it.
+	d.waitJS("the terminal to connect", `document.querySelector("[data-terminal]")?.dataset.status === "open"`)
 	d.do(chromedp.Click(chromedp.CSS(`main .row button.danger`)))
 	d.waitJS("the confirmation", `!!document.querySelector("dialog[open]")`)
 	d.do(chromedp.Click(chromedp.CSS(`dialog[open] button.danger`)))
@@ -351,6 +417,13 @@ func TestDashboard(t *testing.T) {
 	defer d.errsMu.Unlock()
 	for _, e := range d.errs {
 		t.Errorf("page error: %s", e)
+	}
+	if len(d.errs) > 0 {
+		for line := range strings.Lines(srv.logs.String()) {
+			if strings.Contains(line, "status=4") || strings.Contains(line, "status=5") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") {
+				t.Logf("server: %s", strings.TrimSpace(line))
+			}
+		}
 	}
 	t.Logf("screenshots in %s", shots)
 }

@@ -9,6 +9,7 @@ const pages = {
   sandboxes: () => import("./pages/sandboxes.js"),
   sandbox: () => import("./pages/sandbox.js"),
   templates: () => import("./pages/templates.js"),
+  environments: () => import("./pages/environments.js"),
   pools: () => import("./pages/pools.js"),
 };
 
@@ -18,6 +19,8 @@ const routes = [
   [/^#\/sandboxes\/?$/, "sandboxes"],
   [/^#\/sandboxes\/([^/]+)(?:\/(terminal|files|log|activity))?\/?$/, "sandbox", ["id", "tab"]],
   [/^#\/templates\/?$/, "templates"],
+  [/^#\/environments\/?$/, "environments"],
+  [/^#\/environments\/builds\/([^/]+)\/?$/, "environments", ["build"]],
   [/^#\/pools\/?$/, "pools"],
 ];
 
@@ -66,7 +69,7 @@ async function route() {
     const mod = await pages[r.page]();
     if (ctrl.signal.aborted) return;
     clear(main);
-    await mod.render(main, r.params, { signal: ctrl.signal, onLeave: (f) => cleanups.push(f) });
+    await mod.render(main, r.params, { signal: ctrl.signal, onLeave: (f) => cleanups.push(f), refresh: () => route() });
   } catch (e) {
     if (e.name === "AbortError" || ctrl.signal.aborted) return;
     clear(main, h("h1", {}, "Something went wrong"), errorBox(e));

@@ -23,6 +23,27 @@ export async function render(main, params, ctx) {
   }
   const live = sb.state !== "destroyed";
   const status = h("div", { "aria-live": "polite" });
+  // Pause and resume, where the provider can (its pause capability).
+  let canPause = false;
+  if (sb.state === "running" || sb.state === "paused") {
+    const p = await api("GET", `/providers/${encodeURIComponent(sb.provider)}`, { signal: ctx.signal }).catch(() => null);
+    canPause = !!p?.capabilities?.pause;
+  }
+  const freeze = (op) => {
+    const b = h("button", { type: "button" }, op === "pause" ? "Pause" : "Resume");
+    b.addEventListener("click", () =>
+      busy(b, async () => {
+        try {
+          await api("POST", sandboxPath(id) + "/" + op, { json: {} });
+          notice(`${op === "pause" ? "Paused" : "Resumed"} ${id}.`);
+          ctx.refresh();
+        } catch (e) {
+          clear(status, errorBox(e, op === "pause" ? "Pause" : "Resume"));
+        }
+      }),
+    );
+    return b;
+  };
   const extend = h("button", { type: "button", disabled: !live }, "Extend 30m");
   const destroy = h("button", { type: "button", class: "danger", disabled: !live }, "Destroy");
   const expires = h("span", { title: fmtTime(sb.expires_at) }, live ? relTime(sb.expires_at) : "—");
@@ -56,7 +77,7 @@ export async function render(main, params, ctx) {
   main.append(
     h("p", {}, h("a", { href: "#/sandboxes" }, "← Sandboxes")),
     h("h1", {}, "Sandbox ", h("span", { class: "mono" }, id), " ", stateBadge(sb.state)),
-    h("div", { class: "row" }, extend, destroy),
+    h("div", { class: "row" }, canPause && sb.state === "running" ? freeze("pause") : null, canPause && sb.state === "paused" ? freeze("resume") : null, extend, destroy),
     status,
     h(
       "div",
@@ -69,6 +90,7 @@ export async function render(main, params, ctx) {
         ["Memory · vCPUs", `${sb.memory_mb} MB · ${sb.vcpus}`],
         ["Created", fmtTime(sb.created_at)],
         ["Expires", expires],
+        ["Idle timeout", sb.idle_timeout ? `${sb.idle_timeout} s, then ${sb.on_idle || "pause"}` : undefined],
         ["Preview domain", sb.preview_domain || undefined],
         ["Metadata", meta || undefined],
         ["Error", sb.error ? h("span", { class: "bad" }, sb.error) : undefined],
@@ -89,6 +111,10 @@ export async function render(main, params, ctx) {
 }
 
 async function terminalTab(section, sb, ctx) {
+  if (sb.state === "paused") {
+    section.append(empty("The sandbox is paused: its processes are frozen.", "Resume it (the button above) to open a terminal."));
+    return;
+  }
   if (sb.state !== "running") {
     section.append(empty(`The sandbox is ${sb.state}: a terminal needs a running sandbox.`, h("a", { href: "#/sandboxes" }, "Spawn a new one"), "."));
     return;

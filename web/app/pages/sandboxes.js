@@ -157,7 +157,7 @@ function row(sb, reload, status, onSelect) {
   });
   return h(
     "tr",
-    { "data-id": sb.id },
+    { "data-id": sb.id, "data-expires": sb.expires_at },
     h("td", {}, check),
     h("td", {}, h("a", { href: `#/sandboxes/${encodeURIComponent(sb.id)}`, class: "mono" }, sb.id)),
     h("td", {}, stateBadge(sb.state), sb.error ? h("div", { class: "bad", style: "font-size:.85rem" }, sb.error) : null),
@@ -169,8 +169,8 @@ function row(sb, reload, status, onSelect) {
   );
 }
 
-// spawnForm spawns from an image (POST /sandboxes) or a template
-// (POST /templates/{name}/spawn) and opens the new sandbox.
+// spawnForm spawns from an image or a template (POST /sandboxes) and
+// opens the new sandbox.
 function spawnForm(providers, templates) {
   const from = h("select", { name: "from" }, h("option", { value: "" }, "an image"), templates.map((t) => h("option", { value: t.name }, `template ${t.name}`)));
   const image = h("input", { name: "image", placeholder: "server default", spellcheck: false });
@@ -178,6 +178,8 @@ function spawnForm(providers, templates) {
   const ttl = h("input", { name: "ttl", placeholder: "server default", size: 8 });
   const mem = h("input", { name: "memory_mb", type: "number", min: 0, placeholder: "default", style: "width:7rem" });
   const owner = h("input", { name: "owner_id", placeholder: "none", size: 10 });
+  const idle = h("input", { name: "idle_timeout", type: "number", min: 0, placeholder: "none", style: "width:7rem" });
+  const onIdle = h("select", { name: "on_idle" }, h("option", { value: "" }, "server default"), h("option", { value: "pause" }, "pause"), h("option", { value: "destroy" }, "destroy"));
   const submit = h("button", { type: "submit", class: "primary" }, "Spawn");
   const status = h("div", { "aria-live": "polite" });
   const imageField = field("Image", image, "e.g. alpine, python:3");
@@ -191,11 +193,17 @@ function spawnForm(providers, templates) {
         ev.preventDefault();
         busy(submit, async () => {
           clear(status);
-          const body = { provider: prov.value || undefined, ttl: ttl.value.trim() || undefined, owner_id: owner.value.trim() || undefined };
+          const body = {
+            provider: prov.value || undefined,
+            ttl: ttl.value.trim() || undefined,
+            owner_id: owner.value.trim() || undefined,
+            idle_timeout: Number(idle.value) || undefined,
+            on_idle: onIdle.value || undefined,
+          };
           try {
-            let sb;
-            if (from.value) sb = await api("POST", `/templates/${encodeURIComponent(from.value)}/spawn`, { json: body });
-            else sb = await api("POST", "/sandboxes", { json: { ...body, image: image.value.trim() || undefined, memory_mb: Number(mem.value) || undefined } });
+            const sb = await api("POST", "/sandboxes", {
+              json: from.value ? { ...body, template: from.value } : { ...body, image: image.value.trim() || undefined, memory_mb: Number(mem.value) || undefined },
+            });
             notice(`Spawned ${sb.id}.`);
             location.hash = `#/sandboxes/${encodeURIComponent(sb.id)}`;
           } catch (e) {
@@ -210,6 +218,8 @@ function spawnForm(providers, templates) {
     field("TTL", ttl, "e.g. 30m, 2h"),
     field("Memory (MB)", mem),
     field("Owner", owner),
+    field("Idle timeout (s)", idle),
+    field("When idle", onIdle),
     submit,
   );
   return h("div", {}, form, status);

@@ -17,6 +17,7 @@ export async function render(main, _params, { signal }) {
     const name = h("input", { name: "name", required: true, value: t?.name || "", disabled: !!t, spellcheck: false });
     const image = h("input", { name: "image", value: t?.image || "", placeholder: "server default", spellcheck: false });
     const desc = h("input", { name: "description", value: t?.description || "" });
+    const envRef = h("input", { name: "environment", value: t?.environment || "", placeholder: "none", spellcheck: false, class: "mono" });
     const setup = h("textarea", { name: "setup", rows: 4, value: (t?.setup || []).join("\n"), placeholder: "pip install requests" });
     const env = h("textarea", {
       name: "env",
@@ -31,6 +32,8 @@ export async function render(main, _params, { signal }) {
     const cpu = num("cpu_cores", t?.cpu_cores);
     const ttl = num("ttl_seconds", t?.ttl_seconds);
     const pool = num("pool_size", t?.pool_size);
+    const idle = num("idle_timeout", t?.idle_timeout);
+    const onIdle = h("select", { name: "on_idle" }, ["", "pause", "destroy"].map((v) => h("option", { value: v, selected: (t?.on_idle || "") === v }, v || "server default")));
     const prov = h("select", { name: "provider" }, h("option", { value: "" }, "default"), providers.map((p) => h("option", { value: p.name, selected: t?.provider === p.name }, p.name)));
     const save = h("button", { type: "submit", class: "primary" }, t ? "Save" : "Create");
     const msg = h("div", { "aria-live": "polite" });
@@ -63,7 +66,10 @@ export async function render(main, _params, { signal }) {
               cpu_cores: Number(cpu.value) || 0,
               ttl_seconds: Number(ttl.value) || 0,
               pool_size: Number(pool.value) || 0,
+              idle_timeout: Number(idle.value) || 0,
+              on_idle: onIdle.value,
               provider: prov.value,
+              environment: envRef.value.trim(),
             };
             busy(save, async () => {
               clear(msg);
@@ -82,9 +88,10 @@ export async function render(main, _params, { signal }) {
         h("h2", { style: "margin-top:0" }, t ? `Edit ${t.name} (version ${t.version})` : "New template"),
         h("div", { class: "row" }, field("Name", name), h("div", { class: "field wide" }, h("label", { for: "tpl-image" }, "Image"), Object.assign(image, { id: "tpl-image" })), field("Provider", prov)),
         field("Description", desc),
+        field("Environment (spec or build ID)", envRef, "instead of an image: spawns use the environment's newest ready build"),
         field("Setup commands (one per line)", setup),
         field("Environment (KEY=value per line)", env),
-        h("div", { class: "row" }, field("Memory (MB)", mem), field("CPU cores", cpu), field("TTL (seconds)", ttl), field("Pool size", pool, "warm sandboxes kept ready")),
+        h("div", { class: "row" }, field("Memory (MB)", mem), field("CPU cores", cpu), field("TTL (seconds)", ttl), field("Pool size", pool, "warm sandboxes kept ready"), field("Idle timeout (s)", idle), field("When idle", onIdle)),
         msg,
         h("div", { class: "row", style: "margin-top:.75rem" }, save, h("button", { type: "button", onclick: () => clear(formSlot) }, "Cancel")),
       ),
@@ -146,9 +153,9 @@ export async function render(main, _params, { signal }) {
                 "tr",
                 { "data-name": t.name },
                 h("th", { scope: "row" }, t.name, h("div", { class: "muted", style: "font-weight:normal" }, t.description || "")),
-                h("td", { class: "mono" }, t.image || "(default)"),
+                h("td", { class: "mono" }, t.environment ? h("a", { href: t.environment.startsWith("envb-") ? `#/environments/builds/${encodeURIComponent(t.environment)}` : "#/environments" }, `environment ${t.environment}`) : t.image || "(default)"),
                 h("td", { class: "mono hide-narrow" }, t.setup.length ? t.setup.join(" ; ") : "—"),
-                h("td", { class: "hide-narrow" }, [t.memory_mb ? `${t.memory_mb} MB` : null, t.cpu_cores ? `${t.cpu_cores} CPU` : null, t.ttl_seconds ? `TTL ${t.ttl_seconds}s` : null, t.provider].filter(Boolean).join(" · ") || "defaults"),
+                h("td", { class: "hide-narrow" }, [t.memory_mb ? `${t.memory_mb} MB` : null, t.cpu_cores ? `${t.cpu_cores} CPU` : null, t.ttl_seconds ? `TTL ${t.ttl_seconds}s` : null, t.idle_timeout ? `idle ${t.idle_timeout}s → ${t.on_idle || "pause"}` : null, t.provider].filter(Boolean).join(" · ") || "defaults"),
                 h("td", {}, t.pool_size || "—"),
                 h(
                   "td",
