@@ -81,6 +81,10 @@ type StoreConfig struct {
 	// DSN is the PostgreSQL connection string or URL (driver postgres).
 	// It may hold a password, so it is redacted wherever it is printed.
 	DSN string `yaml:"dsn" secret:"true"`
+	// LeaseTTL is how long a replica's lease on run-once work (reaper,
+	// reconcile, a sandbox's lock) lasts without renewal: how long that
+	// work waits after its replica dies before another takes over.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// Retention is how long a destroyed sandbox's record (and its
 	// history) is kept before the reaper purges it.
 	Retention time.Duration `yaml:"retention"`
@@ -274,7 +278,7 @@ func Default() *Config {
 			StreamWriteTimeout: 30 * time.Second,
 			MemoryBudgetBytes:  1 << 30,
 		},
-		Store: StoreConfig{Driver: StoreSQLite, Path: "./stacyvm.db", Retention: 7 * 24 * time.Hour},
+		Store: StoreConfig{Driver: StoreSQLite, Path: "./stacyvm.db", LeaseTTL: 15 * time.Second, Retention: 7 * 24 * time.Hour},
 		Log:   LogConfig{Level: "info", Format: "text"},
 		Sandbox: SandboxConfig{
 			DefaultTTL:         30 * time.Minute,

@@ -92,6 +92,7 @@ func TestDefaults(t *testing.T) {
 		"store.driver":                 "sqlite",
 		"store.path":                   "./stacyvm.db",
 		"store.dsn":                    "",
+		"store.lease_ttl":              "15s",
 		"store.retention":              "168h0m0s",
 		"log.level":                    "info",
 		"log.format":                   "text",
@@ -300,6 +301,7 @@ store:
   driver: sqlite
   path: /var/lib/stacyvm/db.sqlite
   dsn: postgres://stacyvm:pw@db:5432/stacyvm
+  lease_ttl: 20s
   retention: 48h
 log: {level: debug, format: json}
 sandbox:
@@ -381,7 +383,7 @@ func TestLoadFullFile(t *testing.T) {
 		Server: ServerConfig{Listen: "0.0.0.0:8080", APIKey: "s3cret", CORSOrigins: []string{"https://app.example.com", "*"},
 			AllowedHosts: []string{"sandbox.example.com"}, MaxBodyBytes: 2 << 20, MaxFileBytes: 1024, MaxUploadBytes: 0, ShutdownTimeout: 5 * time.Second,
 			StreamWriteTimeout: 7 * time.Second, MemoryBudgetBytes: 256 << 20},
-		Store: StoreConfig{Driver: "sqlite", Path: "/var/lib/stacyvm/db.sqlite", DSN: "postgres://stacyvm:pw@db:5432/stacyvm", Retention: 48 * time.Hour},
+		Store: StoreConfig{Driver: "sqlite", Path: "/var/lib/stacyvm/db.sqlite", DSN: "postgres://stacyvm:pw@db:5432/stacyvm", LeaseTTL: 20 * time.Second, Retention: 48 * time.Hour},
 		Log:   LogConfig{Level: "debug", Format: "json"},
 		Sandbox: SandboxConfig{DefaultTTL: 10 * time.Minute, MaxTTL: 2 * time.Hour, DefaultExecTimeout: 30 * time.Second,
 			MaxExecTimeout: 10 * time.Minute, MaxSandboxes: 7, MaxPerOwner: 2, ReaperInterval: time.Second, ReconcileInterval: 2 * time.Minute,
@@ -742,6 +744,7 @@ func TestValidate(t *testing.T) {
 		{"zero shutdown timeout", map[string]string{"server.shutdown_timeout": "0s"}, "server.shutdown_timeout"},
 		{"empty store path", map[string]string{"store.path": ""}, "store.path"},
 		{"store driver", map[string]string{"store.driver": "mysql"}, "store.driver"},
+		{"zero lease ttl", map[string]string{"store.lease_ttl": "0s"}, "store.lease_ttl"},
 		{"postgres without dsn", map[string]string{"store.driver": "postgres"}, "store.dsn"},
 		{"postgres needs no path", map[string]string{"store.driver": "postgres", "store.path": "", "store.dsn": "postgres://u:p@db/x"}, ""},
 		{"dsn ignored by sqlite", map[string]string{"store.dsn": "postgres://u:p@db/x"}, ""},

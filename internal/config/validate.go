@@ -54,6 +54,7 @@ func (c *Config) Validate() error {
 	}
 
 	v.oneOf("store.driver", c.Store.Driver, StoreSQLite, StorePostgres)
+	v.positiveDuration("store.lease_ttl", c.Store.LeaseTTL)
 	switch c.Store.Driver {
 	case StoreSQLite:
 		v.check(c.Store.Path != "", "store.path", "is empty")

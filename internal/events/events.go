@@ -48,6 +48,7 @@ type Bus struct {
 	buffer  int
 	subs    map[*sub]struct{}
 	now     func() time.Time
+	forward func(Event)
 }
 
 type sub struct {
@@ -67,10 +68,36 @@ func NewBus(historySize, bufferSize int) *Bus {
 	return &Bus{max: historySize, buffer: bufferSize, subs: map[*sub]struct{}{}, now: time.Now}
 }
 
-// Publish assigns e an ID and time and delivers it. It never blocks.
+// Publish assigns e an ID and time and delivers it, and hands it to the
+// forwarder, if any (see Forward). It never blocks.
 func (b *Bus) Publish(e Event) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	e = b.deliver(e)
+	if b.forward != nil {
+		b.forward(e)
+	}
+	return e
+}
+
+// Inject delivers an event that happened elsewhere (another replica): it
+// gets an ID of this bus and keeps its time; it is not forwarded again.
+func (b *Bus) Inject(e Event) Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.deliver(e)
+}
+
+// Forward makes f receive every event Publish delivers, in order, under
+// the bus's lock: f must not block (it queues or drops). It is how events
+// reach other replicas; nil stops forwarding.
+func (b *Bus) Forward(f func(Event)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.forward = f
+}
+
+func (b *Bus) deliver(e Event) Event {
 	b.nextID++
 	e.ID = b.nextID
 	if e.Time.IsZero() {

@@ -108,3 +108,30 @@ func TestCancelClosesChannelOnce(t *testing.T) {
 	}
 	b.Publish(Event{Type: "after"}) // must not panic on a closed channel
 }
+
+func TestForwardAndInject(t *testing.T) {
+	b := NewBus(10, 10)
+	var forwarded []Event
+	b.Forward(func(e Event) { forwarded = append(forwarded, e) })
+	ch, cancel := b.Subscribe(0)
+	defer cancel()
+	b.Publish(Event{Type: SandboxCreated, SandboxID: "local"})
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in := b.Inject(Event{ID: 99, Type: SandboxRunning, SandboxID: "remote", Time: at})
+	if in.ID != 2 || !in.Time.Equal(at) {
+		t.Errorf("injected event = %+v, want this bus's ID 2 and its own time", in)
+	}
+	if len(forwarded) != 1 || forwarded[0].SandboxID != "local" {
+		t.Errorf("forwarded %+v, want only the published event", forwarded)
+	}
+	for _, want := range []string{"local", "remote"} {
+		if e := <-ch; e.SandboxID != want {
+			t.Errorf("subscriber got %+v, want %s", e, want)
+		}
+	}
+	b.Forward(nil)
+	b.Publish(Event{Type: SandboxDestroyed})
+	if len(forwarded) != 1 {
+		t.Error("forwarding went on after Forward(nil)")
+	}
+}

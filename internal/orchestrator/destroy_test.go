@@ -81,7 +81,10 @@ func TestHungDestroyBlocksNothingElse(t *testing.T) {
 	// its own context ends the wait.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	unlock := e.m.lockID(hung.ID)
+	unlock, err := e.m.lockSandbox(context.Background(), hung.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	err = e.m.Destroy(ctx, hung.ID)
 	unlock()
 	if !errors.Is(err, context.DeadlineExceeded) {

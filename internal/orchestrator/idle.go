@@ -110,7 +110,7 @@ func (m *Manager) SweepIdle(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, sb := range idle {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || fenced(ctx, &errs) {
 			break
 		}
 		acted, err := m.actOnIdle(ctx, sb)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/lease"
 	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/store"
@@ -80,6 +81,15 @@ type Config struct {
 	// holds across concurrent commands; nil means no bound beyond
 	// MaxOutputBytes per stream.
 	MemoryBudget *membudget.Budget
+
+	// Leases, when set, runs the reaper, the idle sweep and reconcile
+	// under store leases (RunOnce): of the replicas sharing the store, one
+	// at a time does each.
+	Leases *lease.Runner
+	// Shared says other replicas use the same store (PostgreSQL): then
+	// nothing relies on what only this process knows (replicas.go). It
+	// needs Leases.
+	Shared bool
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -255,12 +265,6 @@ func (m *Manager) publish(typ, sandboxID string, data map[string]string) {
 	m.bus.Publish(events.Event{Type: typ, SandboxID: sandboxID, Data: data})
 }
 
-// lockID locks id and returns its unlock.
-func (m *Manager) lockID(id string) func() {
-	unlock, _ := m.locks.lock(context.Background(), id)
-	return unlock
-}
-
 // newID returns "sb-" and 24 random hex characters.
 func newID() string {
 	var b [12]byte
@@ -377,10 +381,23 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		}
 		maps.Copy(sb.Env, req.Env)
 	}
+	if err := m.checkSharedLimits(ctx, sb); err != nil {
+		return store.Sandbox{}, err
+	}
 	if err := m.reserve(sb); err != nil {
 		return store.Sandbox{}, err
 	}
 	defer m.spawnDone(sb.ID)
+	if m.shared() {
+		// Other replicas' reconcile leaves a record alone while its
+		// sandbox lease is held: this spawn holds it until its last write.
+		release, err := m.sandboxLease(ctx, sb.ID, false)
+		if err != nil {
+			m.forget(sb.ID)
+			return store.Sandbox{}, fmt.Errorf("claim sandbox %s: %w", sb.ID, err)
+		}
+		defer release()
+	}
 	if err := m.store.CreateSandbox(ctx, sb); err != nil {
 		m.forget(sb.ID)
 		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
@@ -651,6 +668,9 @@ func tail(s string, n int) string {
 // Get returns a sandbox's record. A destroyed sandbox is
 // errdefs.ErrSandboxDestroyed.
 func (m *Manager) Get(ctx context.Context, id string) (store.Sandbox, error) {
+	if m.shared() {
+		return m.getStored(ctx, id)
+	}
 	m.mu.RLock()
 	sb, ok := m.live[id]
 	m.mu.RUnlock()
@@ -780,7 +800,7 @@ func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventTy
 	// A caller that gives up waiting for another destroy of the same
 	// sandbox leaves; one that holds the lock finishes within
 	// DestroyTimeout.
-	unlock, err := m.locks.lock(ctx, sb.ID)
+	unlock, err := m.lockSandbox(ctx, sb.ID)
 	if err != nil {
 		return fmt.Errorf("destroy sandbox %s: %w", sb.ID, err)
 	}
@@ -846,7 +866,11 @@ func (m *Manager) setExpiry(ctx context.Context, id string, ttl time.Duration, e
 	}
 	// Under the ID's lock, so that a destroy cannot slip between reading
 	// the record and writing it back (which would revive it).
-	defer m.lockID(id)()
+	unlock, err := m.lockSandbox(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, fmt.Errorf("extend sandbox %s: %w", id, err)
+	}
+	defer unlock()
 	sb, err := m.Get(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, err
@@ -883,6 +907,9 @@ func (m *Manager) Prune(ctx context.Context) (int, error) {
 		}
 		if !propsOf(sb.State).Reapable {
 			continue // a spawn or an operation owns it; the next pass takes it
+		}
+		if fenced(ctx, &errs) {
+			break // another replica reaps now
 		}
 		if err := m.destroy(ctx, sb, "ttl expired", events.SandboxExpired); err != nil {
 			if errdefs.Classify(err) == errdefs.ErrSandboxDestroyed {
@@ -921,23 +948,35 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := m.Prune(ctx); err != nil {
-				m.log.Error("reaper", "err", err, "reaped", n)
-			} else if n > 0 {
-				m.log.Info("reaper", "reaped", n)
-			}
-			if n, err := m.SweepIdle(ctx); err != nil {
-				m.log.Error("idle sweep", "err", err, "acted", n)
-			} else if n > 0 {
-				m.log.Info("idle sweep", "acted", n)
-			}
-			if n, err := m.Purge(ctx); err != nil {
-				m.log.Error("purge destroyed records", "err", err)
-			} else if n > 0 {
-				m.log.Info("purged destroyed records", "purged", n, "retention", m.cfg.Retention)
+			if _, err := m.RunOnce(ctx, LeaseReaper, m.reap); err != nil && ctx.Err() == nil {
+				m.log.Error("reaper lease", "err", err)
 			}
 		}
 	}
+}
+
+// reap is one pass of the reaper: expired sandboxes, idle ones, old
+// records.
+func (m *Manager) reap(ctx context.Context) error {
+	if n, err := m.Prune(ctx); err != nil {
+		m.log.Error("reaper", "err", err, "reaped", n)
+	} else if n > 0 {
+		m.log.Info("reaper", "reaped", n)
+	}
+	if n, err := m.SweepIdle(ctx); err != nil {
+		m.log.Error("idle sweep", "err", err, "acted", n)
+	} else if n > 0 {
+		m.log.Info("idle sweep", "acted", n)
+	}
+	if lease.Check(ctx) != nil {
+		return nil
+	}
+	if n, err := m.Purge(ctx); err != nil {
+		m.log.Error("purge destroyed records", "err", err)
+	} else if n > 0 {
+		m.log.Info("purged destroyed records", "purged", n, "retention", m.cfg.Retention)
+	}
+	return nil
 }
 
 // running returns a live sandbox that can take guest operation op.

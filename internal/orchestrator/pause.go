@@ -46,7 +46,7 @@ func (m *Manager) freeze(ctx context.Context, id string, o freezeOp, reason stri
 	if _, err := m.Get(ctx, id); err != nil {
 		return store.Sandbox{}, err
 	}
-	unlock, err := m.locks.lock(ctx, id)
+	unlock, err := m.lockSandbox(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, fmt.Errorf("%s sandbox %s: %w", o.name, id, err)
 	}

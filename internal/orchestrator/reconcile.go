@@ -102,6 +102,9 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			if !known && (m.isSpawning(info.ID) || m.recorded(ctx, info.ID)) {
 				continue // a spawn made it after the listing: not an orphan
 			}
+			if (!known || rec.State == string(provider.StateDestroyed)) && fenced(ctx, &errs) {
+				break // another replica reconciles now
+			}
 			switch {
 			case known && rec.State == string(provider.StateDestroyed):
 				m.destroyRuntime(e.Provider, info.ID)
@@ -140,6 +143,17 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	m.log.Log(ctx, lvl, "reconciled", "alive", rep.Alive, "gone", rep.Gone, "errored", rep.Errored,
 		"adopted", rep.Adopted, "destroyed", rep.Destroyed)
 	return rep, errors.Join(errs...)
+}
+
+// ReconcileOnce is Reconcile under the reconcile lease (RunOnce): with
+// replicas sharing the store, ran is false when another one reconciles.
+func (m *Manager) ReconcileOnce(ctx context.Context) (rep ReconcileReport, ran bool, err error) {
+	ran, err = m.RunOnce(ctx, LeaseReconcile, func(ctx context.Context) error {
+		var rerr error
+		rep, rerr = m.Reconcile(ctx)
+		return rerr
+	})
+	return rep, ran, err
 }
 
 // recorded says whether id has a record now: one made after Reconcile
@@ -211,10 +225,27 @@ func (m *Manager) markError(ctx context.Context, sb store.Sandbox, reason string
 // record read after the claim is gone shows that state.
 func (m *Manager) reconcileRecord(ctx context.Context, id string, providerOf func(string) (provider.Provider, error),
 	rep *ReconcileReport, errs *[]error) {
-	if m.isSpawning(id) {
+	if m.isSpawning(id) || fenced(ctx, errs) {
 		return
 	}
-	defer m.lockID(id)()
+	unlock, err := m.locks.lock(ctx, id)
+	if err != nil {
+		*errs = append(*errs, err)
+		return
+	}
+	defer unlock()
+	if m.shared() {
+		// Held by another replica: a spawn in flight there, or an
+		// operation under way; the next pass looks again.
+		release, err := m.sandboxLease(ctx, id, false)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrConflict) {
+				*errs = append(*errs, err)
+			}
+			return
+		}
+		defer release()
+	}
 	sb, err := m.store.GetSandbox(ctx, id)
 	if err != nil {
 		if !errors.Is(err, errdefs.ErrNotFound) { // not found: purged meanwhile
@@ -377,7 +408,7 @@ func (m *Manager) keepReconciling(ctx context.Context) {
 				continue
 			}
 		}
-		if _, err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		if _, _, err := m.ReconcileOnce(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("reconcile finished with errors", "err", err)
 		}
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/stacyvm/stacyvm/internal/config"
 	"github.com/stacyvm/stacyvm/internal/e2b"
 	"github.com/stacyvm/stacyvm/internal/envs"
+	"github.com/stacyvm/stacyvm/internal/events/pgfanout"
+	"github.com/stacyvm/stacyvm/internal/lease"
 	"github.com/stacyvm/stacyvm/internal/mcp"
 	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/metrics"
@@ -28,6 +30,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
 	"github.com/stacyvm/stacyvm/internal/store"
+	"github.com/stacyvm/stacyvm/internal/store/postgres"
 	"github.com/stacyvm/stacyvm/internal/version"
 	"github.com/stacyvm/stacyvm/web"
 )
@@ -60,7 +63,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	log.Info("server instance", "instance", instance, "store", where)
+	// The holder names this process in the store's leases: replicas share
+	// the instance id (the deployment's), never a holder.
+	shared := cfg.Store.Driver == config.StorePostgres
+	leases := lease.New(st, lease.NewHolder(), cfg.Store.LeaseTTL, log)
+	log.Info("server instance", "instance", instance, "store", where, "replica", leases.Holder(), "shared_store", shared)
 	cfg = InstanceDirs(cfg, instance)
 
 	reg, closeProviders := BuildRegistry(ctx, cfg, log)
@@ -95,17 +102,31 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		DefaultIdleTimeout: cfg.Sandbox.IdleTimeout,
 		DefaultOnIdle:      cfg.Sandbox.OnIdle,
 		MemoryBudget:       budget,
+		Leases:             leases,
+		Shared:             shared,
 		Logger:             log,
 		Observer:           met,
 		Environments:       resolver(envSvc),
 	})
 	met.SetSandboxCounter(m)
+	if pg, ok := st.(*postgres.Store); ok {
+		// Events of every replica reach this one's subscribers.
+		fan, err := pgfanout.Start(ctx, pg.Pool(), pg.ConnConfig(), m.Events(), instance, leases.Holder(), log)
+		if err != nil {
+			return fmt.Errorf("event fan-out: %w", err)
+		}
+		defer fan.Close()
+	}
 
 	// Reconcile before the first request, so that nobody sees a record
 	// that claims a dead runtime. Partial failures are logged: the server
 	// still serves the sandboxes it could account for.
-	if _, err := m.Reconcile(ctx); err != nil {
+	// With replicas sharing the store, the one holding the reconcile lease
+	// does it; a replica starting meanwhile serves at once.
+	if _, ran, err := m.ReconcileOnce(ctx); err != nil {
 		log.Error("reconcile finished with errors", "err", err)
+	} else if !ran {
+		log.Info("reconcile skipped at start: another replica is reconciling")
 	}
 
 	shuttingDown := make(chan struct{})
