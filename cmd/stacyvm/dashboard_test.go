@@ -293,7 +293,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	d.nav("#/pools")
-	d.waitJS("the pool status", `!!document.querySelector("main dl.kv")`)
+	d.waitJS("the pool status", `!!document.querySelector("main dl.kv") && document.querySelector("main .empty")?.textContent.includes("No warm pools")`)
 	d.shot("pools")
 	third, err := srv.client.Spawn(t.Context(), client.SpawnRequest{Image: "stacyvm/busybox:test", TTL: 10 * time.Minute})
 	if err != nil {

@@ -1,26 +1,72 @@
-// Pools: the server's warm pool status (GET /api/v1/pool/status), shown
-// as the server reports it.
+// Pools: the warm pools' status (GET /api/v1/pool/status): the summary,
+// then one row per pool with its fill and its problem, if any.
 import { api } from "../api.js";
-import { h, errorBox, kv } from "../ui.js";
-
-function value(v) {
-  if (v === null || v === undefined) return "—";
-  if (Array.isArray(v)) return v.length ? h("div", {}, v.map((x) => h("div", { class: "card" }, typeof x === "object" ? table(x) : String(x)))) : "none";
-  if (typeof v === "object") return table(v);
-  return String(v);
-}
-
-function table(obj) {
-  return kv(Object.entries(obj).map(([k, v]) => [k.replace(/_/g, " "), value(v)]));
-}
+import { h, errorBox, kv, empty, code } from "../ui.js";
 
 export async function render(main, _params, { signal }) {
   main.append(h("h1", {}, "Pools"));
+  let st;
   try {
-    const st = await api("GET", "/pool/status", { signal });
-    main.append(h("div", { class: "card" }, table(st)));
-    main.append(h("p", { class: "muted" }, "Warm pools keep sandboxes ready so that a spawn claims one instead of creating it; configure them with a template's pool size (Templates page) or the server configuration."));
+    st = await api("GET", "/pool/status", { signal });
   } catch (e) {
     if (e.name !== "AbortError") main.append(errorBox(e, "Pool status"));
+    return;
   }
+  const { pools, ...summary } = st;
+  main.append(
+    h(
+      "div",
+      { class: "card" },
+      kv([
+        ["Enabled", summary.enabled ? "yes" : "no"],
+        ["Ready members", String(summary.vms ?? "—")],
+        ["Target (all pools)", String(summary.max_vms ?? "—")],
+        ["Claims since start", String(summary.total_users ?? "—")],
+      ]),
+    ),
+  );
+  if (!Array.isArray(pools) || !pools.length) {
+    main.append(
+      empty(
+        "No warm pools.",
+        "Give a template a pool size on the Templates page, or declare ",
+        code("pools:"),
+        " in the configuration; a spawn that matches a pool then claims a ready sandbox instead of creating one.",
+      ),
+    );
+    return;
+  }
+  const cols = ["Pool", "Image / template", "Provider", "Policy", "Ready / target", "Creating", "Claimed", "Misses", "Failures", "Problem"];
+  main.append(
+    h("h2", {}, "Warm pools"),
+    h(
+      "div",
+      { class: "table-wrap" },
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          pools.map((p) =>
+            h(
+              "tr",
+              { "data-pool": p.name },
+              h("th", { scope: "row" }, p.name),
+              h("td", { class: "mono" }, p.template ? `template ${p.template}` : p.image || "—"),
+              h("td", {}, p.provider || "default"),
+              h("td", {}, p.policy || "—"),
+              h("td", { class: p.ready < p.target ? "bad" : "ok" }, `${p.ready ?? "—"} / ${p.target ?? "—"}`),
+              h("td", {}, String(p.creating ?? "—")),
+              h("td", {}, String(p.claimed ?? "—")),
+              h("td", {}, String(p.misses ?? "—")),
+              h("td", {}, String(p.failures ?? "—")),
+              h("td", { class: p.problem ? "bad" : "" }, p.problem || "—"),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
 }

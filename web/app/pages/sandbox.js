@@ -161,6 +161,12 @@ async function terminalTab(section, sb, ctx) {
           else {
             clear(state, "failed");
             clear(problem, errorBox(detail, "Terminal"));
+            // A refused handshake carries no message to the page; the
+            // sandbox itself usually says why (gone, no longer running).
+            if (!detail?.code)
+              api("GET", sandboxPath(sb.id))
+                .then((now) => now.state !== "running" && clear(problem, errorBox({ message: `the sandbox is ${now.state}${now.error ? ": " + now.error : ""}` }, "Terminal")))
+                .catch((e) => clear(problem, errorBox(e, "Terminal")));
           }
         }
       },
