@@ -214,7 +214,7 @@ func (c *Client) Exec(ctx context.Context, req provider.ExecRequest, stdout, std
 }
 
 func (c *Client) exec(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
-	if req.Stdin != nil {
+	if req.Stdin != nil || req.Signals != nil {
 		return c.execStdin(ctx, req, stdout, stderr)
 	}
 	body, err := json.Marshal(execRequestToWire(req))

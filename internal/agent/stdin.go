@@ -16,8 +16,8 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider"
 )
 
-// pathExecStdin runs a command with an open standard input; see
-// docs/agent-protocol.md. A plain exec (no stdin) stays POST /v1/exec,
+// pathExecStdin runs a command with an open standard input and signals;
+// see docs/agent-protocol.md. A plain exec (neither) stays POST /v1/exec,
 // which costs one request and no upgrade.
 const pathExecStdin = "/v1/exec/stdin"
 
@@ -62,6 +62,7 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 	// Once the command has ended nobody reads the pipe: a write blocked in
 	// it returns, and so does the frame reader below.
 	defer pr.Close()
+	sigs := make(chan string)
 	go func() {
 		fr := NewFrameReader(brw.Reader, MaxFramePayload)
 		for {
@@ -82,13 +83,22 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 				}
 			case FrameStdinClose:
 				pw.Close()
+			case FrameSignal:
+				var sg wireSignal
+				if json.Unmarshal(f.Payload, &sg) == nil && provider.CheckTerminalSignal(sg.Signal) == nil {
+					select {
+					case sigs <- sg.Signal:
+					case <-ctx.Done(): // the command has ended
+					}
+				}
 			}
 		}
 	}()
 
-	req.Stdin = pr
+	req.Stdin, req.Signals = pr, sigs
 	fw := &frameWriter{w: conn}
 	st, err := s.g.Exec(ctx, req, fw.stream(FrameStdout), fw.stream(FrameStderr))
+	cancel() // a signal frame waiting for the command gives up
 	if err != nil {
 		code, _ := errdefs.CodeAndStatus(err, classStatus)
 		s.log.Debug("exec with stdin failed", "argv0", req.Argv[0], "class", code, "err", err)
@@ -100,8 +110,10 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 	fw.close()
 }
 
-// execStdin is Exec for a request with Stdin: an upgraded connection that
-// carries the input as frames while the output comes back.
+// execStdin is Exec for a request with Stdin or Signals: an upgraded
+// connection that carries the input and the signals as frames while the
+// output comes back. Without Stdin the input is closed at once (the null
+// device's EOF).
 func (c *Client) execStdin(ctx context.Context, req provider.ExecRequest, stdout, stderr io.Writer) (provider.ExitStatus, error) {
 	spec, err := json.Marshal(execRequestToWire(req))
 	if err != nil {
@@ -148,6 +160,27 @@ func (c *Client) execStdin(ctx context.Context, req provider.ExecRequest, stdout
 		wbuf = AppendFrame(wbuf[:0], kind, payload)
 		_, err := rw.Write(wbuf)
 		return err
+	}
+	if req.Signals != nil {
+		go func() {
+			for {
+				select {
+				case name := <-req.Signals:
+					b, _ := json.Marshal(wireSignal{Signal: name})
+					if send(FrameSignal, b) != nil {
+						return
+					}
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	if req.Stdin == nil {
+		if err := send(FrameStdinClose, nil); err != nil {
+			return provider.ExitStatus{}, c.streamErr(ctx, err, "exec input")
+		}
+		return c.readExecFrames(ctx, NewFrameReader(rw, MaxFramePayload), stdout, stderr, func() {})
 	}
 	go func() {
 		buf := make([]byte, maxOutputChunk)

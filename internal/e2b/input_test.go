@@ -133,3 +133,30 @@ func TestPTYSignalTerm(t *testing.T) {
 		t.Errorf("after SIGTERM: output %q, end %v; want the trap's got-term and exit 5", cl.out.String(), cl.end)
 	}
 }
+
+// TestCommandSignalTerm: where the provider can signal commands (the mock
+// can), SIGTERM reaches the command as SIGTERM: its trap runs.
+func TestCommandSignalTerm(t *testing.T) {
+	base := start(t)
+	c := create(t, base, `{"templateID":"base"}`)
+	pc := processClient(base, c)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	st, err := pc.Start(ctx, connect.NewRequest(&process.StartRequest{
+		Process: &process.ProcessConfig{Cmd: "/bin/sh", Args: []string{"-c", `trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done`}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var cl collected
+	cl.until(t, st, func(out string) bool { return strings.Contains(out, "ready") })
+	sel := &process.ProcessSelector{Selector: &process.ProcessSelector_Pid{Pid: cl.pid}}
+	if _, err := pc.SendSignal(ctx, connect.NewRequest(&process.SendSignalRequest{Process: sel, Signal: process.Signal_SIGNAL_SIGTERM})); err != nil {
+		t.Fatalf("SendSignal(SIGTERM): %v", err)
+	}
+	cl.until(t, st, func(string) bool { return false })
+	if !strings.Contains(cl.out.String(), "got-term") || cl.end.GetExitCode() != 7 || !cl.end.GetExited() {
+		t.Errorf("after SIGTERM: output %q, end %v; want the trap's got-term and exit 7", cl.out.String(), cl.end)
+	}
+}

@@ -31,6 +31,7 @@ type proc struct {
 	config  *process.ProcessConfig
 	cancel  context.CancelFunc
 	stdin   *inputQueue       // started with stdin: true; else nil
+	signals chan string       // where the provider can signal commands; else nil
 	term    provider.Terminal // a PTY session; else nil
 
 	mu     sync.Mutex
@@ -190,6 +191,13 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 		stdin = newInputQueue()
 		ereq.Stdin = stdin
 	}
+	// Where the provider can signal a running command, SIGTERM is a real
+	// SIGTERM; elsewhere it kills as SIGKILL does.
+	var signals chan string
+	if s.canSignal(ctx, id) {
+		signals = make(chan string)
+		ereq.Signals = signals
+	}
 	if len(ereq.Args) == 0 {
 		// Without arguments the orchestrator reads Command as a shell
 		// string; quoted, it is just the program.
@@ -207,7 +215,7 @@ func (ps processService) Start(ctx context.Context, req *connect.Request[process
 
 	execCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &proc{
-		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel, stdin: stdin,
+		srv: s, sandbox: id, tag: req.Msg.GetTag(), config: cfg, cancel: cancel, stdin: stdin, signals: signals,
 		subs: map[*sub]struct{}{}, done: make(chan struct{}),
 	}
 	s.procs.add(p)
@@ -323,9 +331,10 @@ func (ps processService) List(ctx context.Context, req *connect.Request[process.
 	return connect.NewResponse(out), nil
 }
 
-// SendSignal: SIGKILL kills the command's whole process tree. SIGTERM
-// reaches a PTY's foreground job as a real signal; a plain command ends
-// as with SIGKILL, because the orchestrator ends commands only one way.
+// SendSignal: SIGKILL kills the command's whole process tree. SIGTERM is
+// a real SIGTERM for a PTY's foreground job, and for a command's process
+// group where the provider can signal commands (capabilities.signals);
+// elsewhere it kills as SIGKILL does.
 func (ps processService) SendSignal(ctx context.Context, req *connect.Request[process.SendSignalRequest]) (*connect.Response[process.SendSignalResponse], error) {
 	switch req.Msg.GetSignal() {
 	case process.Signal_SIGNAL_SIGKILL, process.Signal_SIGNAL_SIGTERM:
@@ -336,11 +345,23 @@ func (ps processService) SendSignal(ctx context.Context, req *connect.Request[pr
 	if err != nil {
 		return nil, err
 	}
-	if p.term != nil && req.Msg.GetSignal() == process.Signal_SIGNAL_SIGTERM {
-		if err := p.term.Signal("TERM"); err != nil {
-			return nil, ps.s.rpcError(err)
+	if req.Msg.GetSignal() == process.Signal_SIGNAL_SIGTERM {
+		switch {
+		case p.term != nil:
+			if err := p.term.Signal("TERM"); err != nil {
+				return nil, ps.s.rpcError(err)
+			}
+			return connect.NewResponse(&process.SendSignalResponse{}), nil
+		case p.signals != nil:
+			select {
+			case p.signals <- "TERM":
+				return connect.NewResponse(&process.SendSignalResponse{}), nil
+			case <-p.done:
+				return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d has exited", p.pid))
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
-		return connect.NewResponse(&process.SendSignalResponse{}), nil
 	}
 	p.mu.Lock()
 	select {
@@ -533,6 +554,17 @@ func (ps processService) startPTY(ctx context.Context, req *connect.Request[proc
 	return follow(ctx, p, first, keepAliveEvery(req.Header()), func(ev *process.ProcessEvent) error {
 		return stream.Send(&process.StartResponse{Event: ev})
 	})
+}
+
+// canSignal reports whether the sandbox's provider can signal running
+// commands.
+func (s *server) canSignal(ctx context.Context, id string) bool {
+	sb, err := s.m.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	p, err := s.m.Registry().Get(sb.Provider)
+	return err == nil && p.Capabilities().Signals
 }
 
 // rpcError maps an orchestrator error to a Connect code. A sandbox that

@@ -103,6 +103,23 @@ func (g *Guest) Exec(ctx context.Context, req provider.ExecRequest, stdout, stde
 		}
 		return provider.ExitStatus{}, err
 	}
+	if req.Signals != nil {
+		pgid := cmd.Process.Pid
+		exited := make(chan struct{})
+		defer close(exited)
+		go func() {
+			for {
+				select {
+				case name := <-req.Signals:
+					if provider.CheckTerminalSignal(name) == nil {
+						_ = signalGroup(pgid, name)
+					}
+				case <-exited:
+					return
+				}
+			}
+		}()
+	}
 	if stdin != nil {
 		go func() {
 			_, _ = io.Copy(stdin, req.Stdin)

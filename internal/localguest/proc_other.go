@@ -25,6 +25,10 @@ func killGroup(pid int) error {
 
 func groupAlive(int) bool { return false }
 
+func signalGroup(int, string) error {
+	return errdefs.New(errdefs.ErrUnimplemented, "signals need process groups")
+}
+
 func freezeGroup(int, bool) error {
 	return errdefs.New(errdefs.ErrUnimplemented, "freezing processes needs process groups")
 }

@@ -6,6 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
 )
 
 // openReadFlag keeps ReadFile from blocking forever should a FIFO replace the
@@ -15,6 +19,19 @@ const openReadFlag = syscall.O_NONBLOCK
 // sysProcAttr puts each command in its own process group so that a timeout
 // or a cancel can kill everything it started.
 func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+
+// signalGroup sends the named signal (provider.TerminalSignals) to every
+// process in the group.
+func signalGroup(pgid int, name string) error {
+	sig := unix.SignalNum("SIG" + name)
+	if sig == 0 {
+		return errdefs.New(errdefs.ErrInvalidArgument, "signal %s does not exist here", name)
+	}
+	if err := syscall.Kill(-pgid, sig); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
+}
 
 // killGroup sends SIGKILL to every process in the group.
 func killGroup(pgid int) error {

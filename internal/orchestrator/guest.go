@@ -32,6 +32,10 @@ type ExecRequest struct {
 	// capabilities list stdin (provider.ExecRequest.Stdin says how it is
 	// read); elsewhere the exec is refused as unimplemented.
 	Stdin io.Reader
+	// Signals, when set, carries signal names for the running command's
+	// process group, on providers whose capabilities list signals
+	// (provider.ExecRequest.Signals says how it is received).
+	Signals <-chan string
 }
 
 // ExecResult is a finished buffered command.
@@ -64,6 +68,10 @@ func (m *Manager) providerRequest(sb store.Sandbox, p provider.Provider, req Exe
 		return provider.ExecRequest{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented, "provider %s cannot give commands a standard input", p.Name()),
 			"run the command without stdin, or spawn the sandbox on a provider whose capabilities list stdin")
 	}
+	if req.Signals != nil && !p.Capabilities().Signals {
+		return provider.ExecRequest{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented, "provider %s cannot signal a running command", p.Name()),
+			"end the command by cancelling it, or spawn the sandbox on a provider whose capabilities list signals")
+	}
 	if req.Timeout < 0 {
 		return provider.ExecRequest{}, errdefs.New(errdefs.ErrInvalidArgument, "timeout must be positive")
 	}
@@ -85,7 +93,7 @@ func (m *Manager) providerRequest(sb store.Sandbox, p provider.Provider, req Exe
 		}
 		maps.Copy(env, req.Env)
 	}
-	return provider.ExecRequest{Argv: argv, Env: env, WorkDir: req.WorkDir, Timeout: req.Timeout, Stdin: req.Stdin}, nil
+	return provider.ExecRequest{Argv: argv, Env: env, WorkDir: req.WorkDir, Timeout: req.Timeout, Stdin: req.Stdin, Signals: req.Signals}, nil
 }
 
 // Exec runs a command and returns its buffered output. A non-zero exit is

@@ -145,6 +145,10 @@ type Capabilities struct {
 	// input, as it is read. Without it, an Exec with Stdin is refused
 	// (errdefs.ErrUnimplemented) rather than run without its input.
 	Stdin bool `json:"stdin"`
+	// Signals: Exec delivers ExecRequest.Signals to the command's process
+	// group while it runs. Without it, an Exec with Signals is refused
+	// (errdefs.ErrUnimplemented).
+	Signals bool `json:"signals"`
 	// Pause: the provider implements Pauser.
 	Pause bool `json:"pause"`
 }
@@ -218,6 +222,12 @@ type ExecRequest struct {
 	// then is the caller's to end (close the pipe it reads from) after
 	// Exec returns.
 	Stdin io.Reader
+	// Signals, when set, carries signal names (TerminalSignals: "TERM",
+	// "INT"…) to send to the command's whole process group while it runs
+	// (providers whose Capabilities say Signals). Exec receives from it
+	// until the command has ended, and not after: a sender must also
+	// watch for the command's end.
+	Signals <-chan string
 }
 
 // DefaultWorkDir is where commands start and relative file paths resolve.

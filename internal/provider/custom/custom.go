@@ -289,6 +289,9 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 	if req.Stdin != nil && !p.Capabilities().Stdin {
 		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: backend %s does not take a standard input (capabilities: no stdin)", p.name)
 	}
+	if req.Signals != nil {
+		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: the custom provider protocol cannot signal a running command")
+	}
 	body, err := json.Marshal(wire.ExecToWire(req))
 	if err != nil {
 		return provider.ExitStatus{}, errdefs.Wrap(errdefs.ErrInvalidArgument, err, "exec: encoding the request")

@@ -192,6 +192,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Isolation:      p.isolation,
 		Streaming:      true,
 		Stdin:          true,
+		Signals:        true,
 		Adoption:       true,
 		Network:        true,
 		ResourceLimits: true,

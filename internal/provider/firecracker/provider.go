@@ -181,6 +181,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Isolation:      provider.IsolationVM,
 		Streaming:      true,
 		Stdin:          true,
+		Signals:        true,
 		Adoption:       true,
 		Snapshots:      p.snaps != nil,
 		Network:        false,

@@ -128,6 +128,7 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Isolation: provider.IsolationNone,
 		Streaming: true,
 		Stdin:     true,
+		Signals:   true,
 		Adoption:  true,
 		Symlinks:  true,
 		Terminal:  true,

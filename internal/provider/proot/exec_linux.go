@@ -99,6 +99,11 @@ func (p *Provider) Exec(ctx context.Context, id string, req provider.ExecRequest
 	if err := checkExec(req); err != nil {
 		return provider.ExitStatus{}, err
 	}
+	if req.Signals != nil {
+		// Signalling the traced command but not the runner that reports
+		// its status is not possible from outside PRoot.
+		return provider.ExitStatus{}, errdefs.New(errdefs.ErrUnimplemented, "exec: PRoot cannot signal a running command")
+	}
 	wd := req.WorkDir
 	if wd == "" {
 		wd = provider.DefaultWorkDir

@@ -52,6 +52,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Exec", s.testExec)
 	t.Run("Stream", s.testStream)
 	t.Run("Stdin", s.testStdin)
+	t.Run("Signals", s.testSignals)
 	t.Run("Files", s.testFiles)
 	t.Run("Paths", s.testPaths)
 	t.Run("Isolation", s.testIsolation)

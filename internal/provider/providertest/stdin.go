@@ -118,3 +118,45 @@ func (s *suite) testStdin(t *testing.T) {
 		}
 	})
 }
+
+// testSignals checks ExecRequest.Signals: a signal reaches the running
+// command (its trap runs and chooses the exit code). Providers without the
+// capability must refuse such an exec.
+func (s *suite) testSignals(t *testing.T) {
+	p := s.p
+	id := s.spawn(t, p, provider.Spec{})
+	sigs := make(chan string)
+	if !s.caps.Signals {
+		_, err := p.Exec(t.Context(), id, provider.ExecRequest{Argv: []string{"true"}, Signals: sigs}, nil, nil)
+		if !errors.Is(err, errdefs.ErrUnimplemented) {
+			t.Errorf("Exec with Signals on a provider without the capability: %v, want class %q", err, errdefs.ErrUnimplemented)
+		}
+		s.need(t, "Signals", false)
+	}
+	var out lockedBuffer
+	type result struct {
+		st  provider.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := p.Exec(t.Context(), id, provider.ExecRequest{Argv: []string{"sh", "-c", `trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done`}, Signals: sigs, Timeout: time.Minute}, &out, nil)
+		done <- result{st, err}
+	}()
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "ready") })
+	select {
+	case sigs <- "TERM":
+	case r := <-done:
+		t.Fatalf("the command ended before it was signalled: %+v, %v", r.st, r.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Exec did not take the signal")
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.st.ExitCode != 7 || !strings.Contains(out.String(), "got-term") {
+			t.Errorf("after TERM: %+v, %v, stdout %q; want the trap's exit 7", r.st, r.err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command did not end after TERM")
+	}
+}

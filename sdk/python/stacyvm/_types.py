@@ -141,6 +141,7 @@ class Capabilities(TypedDict):
     disk_limit: bool
     terminal: bool
     stdin: bool
+    signals: bool
 
 
 class Provider(TypedDict, total=False):

@@ -136,6 +136,7 @@ export interface Capabilities {
   disk_limit: boolean;
   terminal?: boolean;
   stdin?: boolean;
+  signals?: boolean;
 }
 
 export interface Provider {
