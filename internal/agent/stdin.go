@@ -63,7 +63,9 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 	// it returns, and so does the frame reader below.
 	defer pr.Close()
 	sigs := make(chan string)
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		fr := NewFrameReader(brw.Reader, MaxFramePayload)
 		for {
 			f, err := fr.Next()
@@ -98,7 +100,8 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 	req.Stdin, req.Signals = pr, sigs
 	fw := &frameWriter{w: conn}
 	st, err := s.g.Exec(ctx, req, fw.stream(FrameStdout), fw.stream(FrameStderr))
-	cancel() // a signal frame waiting for the command gives up
+	cancel()   // a signal frame waiting for the command gives up
+	pr.Close() // and so does input the command will never read
 	if err != nil {
 		code, _ := errdefs.CodeAndStatus(err, classStatus)
 		s.log.Debug("exec with stdin failed", "argv0", req.Argv[0], "class", code, "err", err)
@@ -108,6 +111,16 @@ func (s *server) execStdin(w http.ResponseWriter, r *http.Request) {
 	payload, _ := json.Marshal(wireExit{ExitCode: st.ExitCode, TimedOut: st.TimedOut, DurationNS: int64(st.Duration)})
 	_ = fw.writeRaw(FrameExit, payload)
 	fw.close()
+	// Closing while the host's frames (input it sent after the command
+	// ended) are unread could reset the connection before the host has
+	// read the exit frame: half-close, and let the host hang up first.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	select {
+	case <-readerDone:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // execStdin is Exec for a request with Stdin or Signals: an upgraded
@@ -177,9 +190,9 @@ func (c *Client) execStdin(ctx context.Context, req provider.ExecRequest, stdout
 		}()
 	}
 	if req.Stdin == nil {
-		if err := send(FrameStdinClose, nil); err != nil {
-			return provider.ExitStatus{}, c.streamErr(ctx, err, "exec input")
-		}
+		// A command that is already over may have closed the connection
+		// for writing; its frames are still there to read.
+		_ = send(FrameStdinClose, nil)
 		return c.readExecFrames(ctx, NewFrameReader(rw, MaxFramePayload), stdout, stderr, func() {})
 	}
 	go func() {
