@@ -80,7 +80,6 @@ func TestDashboard(t *testing.T) {
 	d.do(chromedp.SendKeys(chromedp.CSS("#api-key"), key+"\r"))
 	d.waitJS("the overview", `document.querySelector("main h1")?.textContent === "Overview" && !!document.querySelector("main table")`)
 	d.waitJS("the live event stream", `document.querySelector("main h2 .ok")?.textContent.includes("live")`)
-	d.shot("overview")
 
 	// First paint of the overview, from a fresh load with the key kept
 	// in session storage.
@@ -349,6 +348,11 @@ func TestDashboard(t *testing.T) {
 	if _, err := srv.client.GetTemplate(t.Context(), "tools"); errdefs.Classify(err) != errdefs.ErrNotFound {
 		t.Fatalf("the deleted template: %v, want NOT_FOUND", err)
 	}
+
+	// The overview again, now with the kept history of events.
+	d.nav("#/")
+	d.waitJS("the events", `document.querySelectorAll(".events li").length >= 10 && document.querySelector("main h2 .ok")?.textContent.includes("live")`)
+	d.shot("overview")
 
 	// Phone width: the same pages, readable.
 	d.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
