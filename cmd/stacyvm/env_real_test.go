@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -353,3 +356,128 @@ func waitBuildLog(t *testing.T, c *client.Client, id, want string, within time.D
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// requireRegistry returns the test registry's address and credentials
+// (scripts/ci/registry-up.sh), skipping without it except under
+// scripts/test (STACYVM_TEST_DOCKER=1), where it must be running.
+func requireRegistry(t *testing.T) (addr, user, passwordFile string) {
+	t.Helper()
+	dir := os.Getenv("STACYVM_TEST_REGISTRY_DIR")
+	if dir == "" {
+		dir = "/tmp/stacyvm-ci/envs-registry"
+	}
+	a, err1 := os.ReadFile(filepath.Join(dir, "address"))
+	u, err2 := os.ReadFile(filepath.Join(dir, "user"))
+	if err := errors.Join(err1, err2); err != nil {
+		msg := "needs the loopback registry of scripts/ci/registry-up.sh: " + err.Error()
+		if os.Getenv("STACYVM_TEST_DOCKER") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return strings.TrimSpace(string(a)), strings.TrimSpace(string(u)), filepath.Join(dir, "password")
+}
+
+// TestEnvironmentRegistryPush builds with the registry target against a
+// registry that requires a password, checks that the password shows in no
+// answer and no log line, then removes the local images and spawns the
+// pushed reference: dockerd pulls it fresh from the registry.
+func TestEnvironmentRegistryPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images on dockerd; skipped in -short mode")
+	}
+	requireDockerImage(t, "stacyvm/debian:test")
+	addr, user, pwFile := requireRegistry(t)
+	password, err := os.ReadFile(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.TrimSpace(string(password))
+	// Without credentials the registry refuses: the push below used them.
+	if resp, err := http.Get("http://" + addr + "/v2/"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("registry /v2/ without credentials: %v %v, want 401", resp, err)
+	}
+
+	bin := buildBinaries(t)
+	ix := envstest.Serve(t, envWheel)
+	repo := "envtest/r" + strings.ToLower(randHex(4))
+	extra := "  registry_address: " + addr + "\n  registry_repository: " + repo + "\n" +
+		"  registry_username: " + user + "\n  registry_password_file: " + pwFile + "\n"
+	s := startEnvServer(t, bin, t.TempDir(), envConfig(t.TempDir(), ix.URL, extra))
+	ctx := t.Context()
+
+	spec, err := s.client.CreateEnvSpec(ctx, client.EnvSpec{OwnerID: "alice", Name: "pushed", BaseImage: "stacyvm/debian:test",
+		AptPackages: []string{"jq"}, PythonPackages: []string{"stacyhello==1.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.client.CreateEnvBuild(ctx, spec.ID, []string{"registry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerRemoveImage(t, b.Image)
+	end, err := s.client.FollowEnvBuild(ctx, b.ID, io.Discard)
+	if err != nil || end.Status != "ready" {
+		cur, _ := s.client.GetEnvBuild(ctx, b.ID)
+		t.Fatalf("build: %+v, %v; log:\n%s", end, err, cur.Log)
+	}
+	b, err = s.client.GetEnvBuild(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pushed client.EnvArtifact
+	for _, a := range b.Artifacts {
+		if a.Target == "registry" {
+			pushed = a
+		}
+	}
+	if !strings.HasPrefix(pushed.Ref, addr+"/"+repo+":") || !strings.HasPrefix(pushed.Digest, "sha256:") || pushed.Size <= 0 {
+		t.Fatalf("registry artifact = %+v (artifacts %+v)", pushed, b.Artifacts)
+	}
+	dockerRemoveImage(t, pushed.Ref)
+
+	// The password is nowhere a client or an operator looks.
+	for what, text := range map[string]string{"server log": s.logs.String(), "build log": b.Log} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the registry password appears in the %s", what)
+		}
+	}
+	for _, path := range []string{"/api/v1/environments/builds/" + b.ID, "/api/v1/environments/builds", "/api/v1/environments/specs",
+		"/api/v1/providers/docker", "/api/v1/environments/builds/" + b.ID + "/spawn-config"} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.base+path, nil)
+		req.Header.Set("X-API-Key", buildAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), secret) {
+			t.Errorf("GET %s returns the registry password", path)
+		}
+	}
+
+	// Remove every local copy; spawning the pushed reference pulls it.
+	for _, ref := range []string{pushed.Ref, b.Image} {
+		if out, err := exec.Command("docker", "rmi", ref).CombinedOutput(); err != nil {
+			t.Fatalf("docker rmi %s: %v\n%s", ref, err, out)
+		}
+	}
+	if dockerImageExists(pushed.Ref) {
+		t.Fatal("the pushed image is still local")
+	}
+	sb, err := s.client.Spawn(ctx, client.SpawnRequest{Image: pushed.Ref, Provider: "docker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.client.Destroy(context.Background(), sb.ID) })
+	for _, tc := range []struct{ cmd, want string }{
+		{`jq -n 1+1`, "2"},
+		{`python3 -c 'import stacyhello; print(stacyhello.greet())'`, "hello from stacyhello"},
+	} {
+		res, err := s.client.Exec(ctx, sb.ID, client.ExecRequest{Command: tc.cmd})
+		if err != nil || res.ExitCode != 0 || strings.TrimSpace(res.Stdout) != tc.want {
+			t.Errorf("%s in the pulled image: %+v, %v", tc.cmd, res, err)
+		}
+	}
+}

@@ -179,11 +179,11 @@ func (d *Docker) Push(ctx context.Context, local, remote string, auth registry.A
 	if _, err := d.cli.ImageTag(ctx, client.ImageTagOptions{Source: local, Target: remote}); err != nil {
 		return "", classify(err, "tag %s as %s", local, remote)
 	}
-	authJSON, err := json.Marshal(auth)
+	encoded, err := encodeAuth(auth)
 	if err != nil {
 		return "", err
 	}
-	resp, err := d.cli.ImagePush(ctx, remote, client.ImagePushOptions{RegistryAuth: base64.URLEncoding.EncodeToString(authJSON)})
+	resp, err := d.cli.ImagePush(ctx, remote, client.ImagePushOptions{RegistryAuth: encoded})
 	if err != nil {
 		return "", classify(err, "push %s", remote)
 	}
@@ -246,3 +246,12 @@ func (d *digestWriter) Write(p []byte) (int, error) {
 }
 
 func (d *digestWriter) Digest() string { return "sha256:" + hex.EncodeToString(d.h.Sum(nil)) }
+
+// encodeAuth is the Engine API's X-Registry-Auth form of credentials.
+func encodeAuth(auth registry.AuthConfig) (string, error) {
+	b, err := json.Marshal(auth)
+	if err != nil {
+		return "", err
+	}
+	return base64.URLEncoding.EncodeToString(b), nil
+}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/registry"
 
 	"github.com/stacyvm/stacyvm/internal/envs/envspec"
@@ -752,14 +753,9 @@ func (s *Service) artifact(ctx context.Context, target, tag string, recipe envsp
 func (s *Service) push(ctx context.Context, tag string, recipe envspec.Recipe, log *buildLog) (store.EnvArtifact, error) {
 	reg := s.cfg.Registry
 	remote := reg.Address + "/" + strings.Trim(reg.Repository, "/") + ":" + recipe.Hash()[:32]
-	auth := registry.AuthConfig{Username: reg.Username, Password: reg.Password, ServerAddress: reg.Address}
-	if reg.PasswordFile != "" {
-		b, err := os.ReadFile(reg.PasswordFile)
-		if err != nil {
-			// The error names the setting, not the file's path.
-			return store.EnvArtifact{}, errors.New("environments.registry.password_file cannot be read")
-		}
-		auth.Password = strings.TrimSpace(string(b))
+	auth, err := reg.auth()
+	if err != nil {
+		return store.EnvArtifact{}, err
 	}
 	digest, err := s.b.Push(ctx, tag, remote, auth, log)
 	if err != nil {
@@ -770,4 +766,37 @@ func (s *Service) push(ctx context.Context, tag string, recipe envspec.Recipe, l
 		return store.EnvArtifact{}, err
 	}
 	return store.EnvArtifact{Target: TargetRegistry, Ref: remote, Digest: digest, Size: img.Size}, nil
+}
+
+// auth is the registry's credentials, the password read from its file
+// when one is configured (so a rotated secret needs no restart).
+func (r Registry) auth() (registry.AuthConfig, error) {
+	auth := registry.AuthConfig{Username: r.Username, Password: r.Password, ServerAddress: r.Address}
+	if r.PasswordFile != "" {
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			// The error names the setting, not the file's path.
+			return registry.AuthConfig{}, errors.New("environments.registry_password_file cannot be read")
+		}
+		auth.Password = strings.TrimSpace(string(b))
+	}
+	return auth, nil
+}
+
+// PullAuth is the encoded credentials (X-Registry-Auth) for pulling image
+// when it lives in this registry, else "": other registries never see
+// these credentials.
+func (r Registry) PullAuth(image string) (string, error) {
+	if r.Address == "" || r.Username == "" {
+		return "", nil
+	}
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil || reference.Domain(named) != r.Address {
+		return "", nil
+	}
+	auth, err := r.auth()
+	if err != nil {
+		return "", err
+	}
+	return encodeAuth(auth)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/agent"
 	"github.com/stacyvm/stacyvm/internal/config"
+	"github.com/stacyvm/stacyvm/internal/envs"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/custom"
 	"github.com/stacyvm/stacyvm/internal/provider/docker"
@@ -113,6 +114,17 @@ func dockerConfig(cfg *config.Config, log *slog.Logger) docker.Config {
 		AgentPath:    cfg.Docker.AgentPath,
 		Logger:       log.With("provider", "docker"),
 		AgentLimits:  agentLimits(cfg),
+		PullAuth:     environmentRegistry(cfg).PullAuth,
+	}
+}
+
+// environmentRegistry is the registry environment builds push to; the
+// Docker provider pulls from it with the same credentials.
+func environmentRegistry(cfg *config.Config) envs.Registry {
+	e := cfg.Environments
+	return envs.Registry{
+		Address: e.RegistryAddress, Repository: e.RegistryRepository,
+		Username: e.RegistryUsername, Password: e.RegistryPassword, PasswordFile: e.RegistryPasswordFile,
 	}
 }
 

@@ -242,10 +242,7 @@ func environments(ctx context.Context, cfg *config.Config, st store.Store, log *
 		QueueSize:    e.QueueSize,
 		MaxLogBytes:  e.MaxLogBytes,
 		BuildTimeout: e.BuildTimeout,
-		Registry: envs.Registry{
-			Address: e.RegistryAddress, Repository: e.RegistryRepository,
-			Username: e.RegistryUsername, Password: e.RegistryPassword, PasswordFile: e.RegistryPasswordFile,
-		},
+		Registry:     environmentRegistry(cfg),
 		Firecracker: func(ctx context.Context, image string) (string, string, int64, error) {
 			img, err := firecracker.BuildImage(ctx, FirecrackerConfig(cfg, log), image)
 			return image, img.Digest, img.Size, err

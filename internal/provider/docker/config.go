@@ -64,6 +64,10 @@ type Config struct {
 	// Pull is the image pull policy: "missing" (default: pull images not
 	// present locally), "never" or "always".
 	Pull string
+	// PullAuth, when set, gives the encoded registry credentials (the
+	// Engine API's X-Registry-Auth) for pulling image, or "" for none:
+	// the server's own environment registry needs them.
+	PullAuth func(image string) (string, error)
 	// ReadyTimeout bounds how long Spawn waits for the agent. Default 30s.
 	ReadyTimeout time.Duration
 	// Labels are added to every container; tests use them to find their

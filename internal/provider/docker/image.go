@@ -49,7 +49,15 @@ func (p *Provider) ensureImage(ctx context.Context, image string) error {
 }
 
 func (p *Provider) pull(ctx context.Context, image string) error {
-	resp, err := p.cli.ImagePull(ctx, image, client.ImagePullOptions{})
+	var opts client.ImagePullOptions
+	if p.cfg.PullAuth != nil {
+		auth, err := p.cfg.PullAuth(image)
+		if err != nil {
+			return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "docker: credentials to pull %q", image)
+		}
+		opts.RegistryAuth = auth
+	}
+	resp, err := p.cli.ImagePull(ctx, image, opts)
 	if err != nil {
 		return classify(err, "docker: pull image %q", image)
 	}
