@@ -294,12 +294,15 @@ func TestDashboard(t *testing.T) {
 	d.nav("#/pools")
 	d.waitJS("the pool status", `!!document.querySelector("main dl.kv") && document.querySelector("main .empty")?.textContent.includes("No warm pools")`)
 	d.shot("pools")
+	d.nav("#/sandboxes")
+	d.waitJS("the sandboxes in the list", `!!document.querySelector('tr[data-id="`+id+`"]')`)
+	// One spawned elsewhere shows up on Refresh.
 	third, err := srv.client.Spawn(t.Context(), client.SpawnRequest{Image: "stacyvm/busybox:test", TTL: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.nav("#/sandboxes")
-	d.waitJS("the sandboxes in the list", `!!document.querySelector('tr[data-id="`+id+`"]') && !!document.querySelector('tr[data-id="`+third.ID+`"]')`)
+	d.eval(`[...document.querySelectorAll("main button")].find(b => b.textContent === "Refresh").click()`)
+	d.waitJS("the refreshed list", `!!document.querySelector('tr[data-id="`+third.ID+`"]')`)
 	d.shot("sandboxes")
 
 	// Extend moves the expiry (the sandbox was spawned for 15 minutes).

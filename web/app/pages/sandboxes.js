@@ -64,7 +64,8 @@ export async function render(main, params, { signal }) {
       tbody,
     ),
   );
-  main.append(filters, h("div", { class: "row", style: "margin-bottom:.5rem" }, bulk), status, table, h("p", {}, more));
+  const refresh = h("button", { type: "button" }, "Refresh");
+  main.append(filters, h("div", { class: "row", style: "margin-bottom:.5rem" }, bulk, refresh), status, table, h("p", {}, more));
 
   const selected = () => [...tbody.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.value);
   const updateBulk = () => {
@@ -125,6 +126,7 @@ export async function render(main, params, { signal }) {
     updateBulk();
   }
   more.addEventListener("click", () => busy(more, () => load(false)));
+  refresh.addEventListener("click", () => busy(refresh, () => load(true)));
   await load(true);
 }
 
