@@ -41,6 +41,29 @@ func BenchmarkExecTrue(b *testing.B) {
 	reportPercentiles(b, durations)
 }
 
+// BenchmarkExecTrueUpgraded is BenchmarkExecTrue through the upgraded
+// exec (a signal channel, no stdin): a new connection per command, the
+// cost of signals and stdin.
+func BenchmarkExecTrueUpgraded(b *testing.B) {
+	g, _ := newLocalGuest(b)
+	c := newClient(b, startUnix(b, NewServer(g, ServerOptions{})))
+	ctx := b.Context()
+	req := provider.ExecRequest{Argv: []string{"true"}, Signals: make(chan string)}
+	if err := c.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	durations := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		start := time.Now()
+		st, err := c.Exec(ctx, req, nil, nil)
+		durations = append(durations, time.Since(start))
+		if err != nil || st.ExitCode != 0 {
+			b.Fatalf("exec true: %+v %v", st, err)
+		}
+	}
+	reportPercentiles(b, durations)
+}
+
 // BenchmarkExecTrueLocal is the same command without the agent, so the
 // difference is the protocol's cost.
 func BenchmarkExecTrueLocal(b *testing.B) {
