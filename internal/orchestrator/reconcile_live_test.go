@@ -62,8 +62,10 @@ func TestRunReconcilesWhenProviderRecovers(t *testing.T) {
 		t.Fatalf("state while the provider is down: %s", rec.State)
 	}
 	e.fake.setHealth(nil)
+	// The Manager's view, not the store's: the store is written first and
+	// the live set right after, and exec reads the live set.
 	waitUntil(t, "the record to recover", func() bool {
-		rec, _ := e.st.GetSandbox(ctx, sb.ID)
+		rec, _ := e.m.Get(ctx, sb.ID)
 		return rec.State == "running"
 	})
 	if _, err := e.m.Exec(ctx, sb.ID, ExecRequest{Command: "echo"}); err != nil {
