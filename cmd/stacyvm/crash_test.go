@@ -74,6 +74,7 @@ type crashTest struct {
 	dir   string
 	bin   string
 	run   string // metadata value marking this test's sandboxes
+	env   []string // more environment for the servers (later entries win)
 
 	mu    sync.Mutex
 	acked map[string]*ackedSandbox // spawns the server acknowledged, by ID
@@ -111,6 +112,7 @@ func (ct *crashTest) start(db string) *crashServer {
 	s.cmd.Dir = ct.dir
 	s.cmd.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
 		"STACYVM_LOG_FORMAT=text")
+	s.cmd.Env = append(s.cmd.Env, ct.env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
