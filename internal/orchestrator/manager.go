@@ -963,10 +963,15 @@ func (m *Manager) reap(ctx context.Context) error {
 	} else if n > 0 {
 		m.log.Info("reaper", "reaped", n)
 	}
-	if n, err := m.SweepIdle(ctx); err != nil {
-		m.log.Error("idle sweep", "err", err, "acted", n)
-	} else if n > 0 {
-		m.log.Info("idle sweep", "acted", n)
+	// Activity is seen by the replica that serves it: with a shared store
+	// no replica can tell that a sandbox is idle on every other, so none
+	// pauses or destroys one for idleness (docs/scale-out.md).
+	if !m.shared() {
+		if n, err := m.SweepIdle(ctx); err != nil {
+			m.log.Error("idle sweep", "err", err, "acted", n)
+		} else if n > 0 {
+			m.log.Info("idle sweep", "acted", n)
+		}
 	}
 	if lease.Check(ctx) != nil {
 		return nil
