@@ -73,7 +73,7 @@ type crashTest struct {
 	image string
 	dir   string
 	bin   string
-	run   string // metadata value marking this test's sandboxes
+	run   string   // metadata value marking this test's sandboxes
 	env   []string // more environment for the servers (later entries win)
 
 	mu    sync.Mutex

@@ -193,4 +193,3 @@ func (s *eventStream) await(t *testing.T, id string, types ...string) {
 		}
 	}
 }
-
