@@ -301,3 +301,46 @@ func (m *Manager) isLive(id string) bool {
 	_, ok := m.live[id]
 	return ok
 }
+
+// TestReconcileRecognisesPausedRuntimes: a runtime paused behind the
+// server's back makes its record paused, one found running again makes it
+// running, and an orphan that is paused is adopted paused.
+func TestReconcileRecognisesPausedRuntimes(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	sb := e.spawn(t, SpawnRequest{})
+	setState := func(id string, s provider.State) {
+		e.fake.mu.Lock()
+		defer e.fake.mu.Unlock()
+		info := e.fake.runtimes[id]
+		info.State = s
+		e.fake.runtimes[id] = info
+	}
+	setState(sb.ID, provider.StatePaused)
+	orphan := newID()
+	e.fake.addRuntime(provider.Info{ID: orphan, State: provider.StatePaused, Image: "img:1", Instance: testInstance})
+	if _, err := e.m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{sb.ID, orphan} {
+		if got, err := e.m.Get(ctx, id); err != nil || got.State != string(provider.StatePaused) {
+			t.Errorf("%s after reconcile: %+v, %v; want paused", id, got.State, err)
+		}
+	}
+	setState(sb.ID, provider.StateRunning)
+	if _, err := e.m.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.m.Get(ctx, sb.ID); got.State != string(provider.StateRunning) {
+		t.Errorf("after the runtime runs again: %s, want running", got.State)
+	}
+	want := []string{"creating", "running", "paused", "running"}
+	h, _ := e.st.History(ctx, sb.ID)
+	var got []string
+	for _, tr := range h {
+		got = append(got, tr.State)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("history %v, want %v", got, want)
+	}
+}
