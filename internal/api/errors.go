@@ -175,6 +175,8 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e, ok := errors.AsType[*membudget.Exhausted](err); ok && e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(e.RetryAfter.Round(time.Second), time.Second)/time.Second)))
+	} else if d := errdefs.RetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(d.Round(time.Second), time.Second)/time.Second)))
 	}
 	if e, ok := errors.AsType[*errMethodNotAllowed](err); ok {
 		if allow := s.allowedMethods(e.path); len(allow) > 0 {

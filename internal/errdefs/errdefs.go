@@ -7,6 +7,7 @@ package errdefs
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Class is an error class. A class may refine a broader one (a missing sandbox
@@ -187,4 +188,28 @@ func CodeAndStatus(err error, statuses map[*Class]int) (code string, status int)
 		return c.Code(), status
 	}
 	return c.Code(), 500
+}
+
+type retryAfter struct {
+	error
+	after time.Duration
+}
+
+func (r *retryAfter) Unwrap() error { return r.error }
+
+// WithRetryAfter attaches to err how long a caller should wait before
+// retrying (HTTP's Retry-After); RetryAfter finds it again in the chain.
+func WithRetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &retryAfter{error: err, after: d}
+}
+
+// RetryAfter returns the first retry delay in err's chain, or 0.
+func RetryAfter(err error) time.Duration {
+	if r, ok := errors.AsType[*retryAfter](err); ok {
+		return r.after
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"testing"
+	"time"
 )
 
 func TestClassesRefineTheirParents(t *testing.T) {
@@ -134,5 +135,19 @@ func TestCodeAndStatus(t *testing.T) {
 		if code, status := CodeAndStatus(tc.err, table); code != tc.code || status != tc.status {
 			t.Errorf("CodeAndStatus(%v) = %s %d, want %s %d", tc.err, code, status, tc.code, tc.status)
 		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	base := New(ErrResourceLimit, "pool empty")
+	err := fmt.Errorf("spawn: %w", WithHint(WithRetryAfter(base, 3*time.Second), "retry"))
+	if got := RetryAfter(err); got != 3*time.Second {
+		t.Errorf("RetryAfter = %s, want 3s", got)
+	}
+	if !errors.Is(err, ErrResourceLimit) || Hint(err) != "retry" {
+		t.Errorf("class or hint lost: %v, %q", Classify(err), Hint(err))
+	}
+	if RetryAfter(base) != 0 || WithRetryAfter(nil, time.Second) != nil {
+		t.Error("RetryAfter without a delay, or WithRetryAfter(nil), is not zero")
 	}
 }
