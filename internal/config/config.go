@@ -31,6 +31,11 @@ type Config struct {
 	Custom      CustomConfig      `yaml:"custom"`
 	Firecracker FirecrackerConfig `yaml:"firecracker"`
 	Guest       GuestConfig       `yaml:"guest"`
+	Pool        PoolConfig        `yaml:"pool"`
+	// Pools declares warm pools (docs/pools.md). It is a list, so it is set
+	// in the configuration file only: no environment variable or flag
+	// addresses one item of it.
+	Pools []PoolSpec `yaml:"pools" config:"list"`
 	// Environments is at the end: other sections are added above it.
 	Environments EnvironmentsConfig `yaml:"environments"`
 }
@@ -266,6 +271,47 @@ type EnvironmentsConfig struct {
 	RegistryPasswordFile string `yaml:"registry_password_file"`
 }
 
+// PoolConfig holds what every warm pool shares, and the defaults of the
+// settings a pool may choose for itself (templates' pools always use
+// these).
+type PoolConfig struct {
+	// Policy is what a spawn gets when its pool is empty: PoolCold (spawn
+	// one cold) or PoolReject (429 with Retry-After).
+	Policy string `yaml:"policy"`
+	// MaxAge replaces members older than this; 0 keeps them until claimed.
+	MaxAge time.Duration `yaml:"max_age"`
+	// Concurrency bounds the spawns one pool runs at once to refill.
+	Concurrency int `yaml:"concurrency"`
+	// CheckInterval is how often pools are checked for members past their
+	// age, on an image that changed, or of a template that changed.
+	CheckInterval time.Duration `yaml:"check_interval"`
+	// BackoffMax caps the delay between refill attempts after failures
+	// (it doubles from one second).
+	BackoffMax time.Duration `yaml:"backoff_max"`
+}
+
+// The values of PoolConfig.Policy and PoolSpec.Policy.
+const (
+	PoolCold   = "cold"
+	PoolReject = "reject"
+)
+
+// PoolSpec declares one warm pool of sandboxes by image, provider and
+// resources: a spawn that asks for exactly these (after defaults) claims a
+// member. Zero fields take the sandbox defaults (image, memory, vCPUs),
+// the default provider, or the pool section's values.
+type PoolSpec struct {
+	Name        string        `yaml:"name"`
+	Image       string        `yaml:"image"`
+	Provider    string        `yaml:"provider"`
+	MemoryMB    int           `yaml:"memory_mb"`
+	VCPUs       int           `yaml:"vcpus"`
+	Size        int           `yaml:"size"`
+	Policy      string        `yaml:"policy"`
+	MaxAge      time.Duration `yaml:"max_age"`
+	Concurrency int           `yaml:"concurrency"`
+}
+
 // Default returns the built-in configuration. Each call returns a new value.
 func Default() *Config {
 	return &Config{
@@ -319,6 +365,12 @@ func Default() *Config {
 			MaxLogBytes:        1 << 20,
 			BuildTimeout:       30 * time.Minute,
 			RegistryRepository: "stacyvm/env",
+		},
+		Pool: PoolConfig{
+			Policy:        PoolCold,
+			Concurrency:   2,
+			CheckInterval: 10 * time.Second,
+			BackoffMax:    time.Minute,
 		},
 	}
 }

@@ -152,6 +152,11 @@ func TestDefaults(t *testing.T) {
 		"environments.registry_username":      "",
 		"environments.registry_password":      "",
 		"environments.registry_password_file": "",
+		"pool.policy":                         "cold",
+		"pool.max_age":                        "0s",
+		"pool.concurrency":                    "2",
+		"pool.check_interval":                 "10s",
+		"pool.backoff_max":                    "1m0s",
 	}
 	if got := Keys(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(func(yield func(string) bool) {
 		for k := range want {
@@ -370,6 +375,24 @@ environments:
   registry_username: builder
   registry_password: hunter2
   registry_password_file: /run/secrets/registry
+pool:
+  policy: reject
+  max_age: 1h
+  concurrency: 3
+  check_interval: 5s
+  backoff_max: 30s
+pools:
+  - name: py
+    image: stacyvm/debian:test
+    provider: docker
+    memory_mb: 256
+    vcpus: 1
+    size: 4
+    policy: cold
+    max_age: 10m
+    concurrency: 2
+  - name: small
+    size: 1
 `
 
 func TestLoadFullFile(t *testing.T) {
@@ -400,6 +423,11 @@ func TestLoadFullFile(t *testing.T) {
 		Environments: EnvironmentsConfig{PipIndexURL: "http://127.0.0.1:3141/simple/", Workers: 2, QueueSize: 5, MaxLogBytes: 4096,
 			BuildTimeout: 10 * time.Minute, BuildNetwork: "host", RegistryAddress: "127.0.0.1:5000", RegistryRepository: "team/envs",
 			RegistryUsername: "builder", RegistryPassword: "hunter2", RegistryPasswordFile: "/run/secrets/registry"},
+		Pool: PoolConfig{Policy: PoolReject, MaxAge: time.Hour, Concurrency: 3, CheckInterval: 5 * time.Second, BackoffMax: 30 * time.Second},
+		Pools: []PoolSpec{
+			{Name: "py", Image: "stacyvm/debian:test", Provider: "docker", MemoryMB: 256, VCPUs: 1, Size: 4, Policy: PoolCold, MaxAge: 10 * time.Minute, Concurrency: 2},
+			{Name: "small", Size: 1},
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("loaded\n %+v\nwant\n %+v", c, want)
@@ -407,8 +435,8 @@ func TestLoadFullFile(t *testing.T) {
 	if info.File != opts.File {
 		t.Errorf("info.File = %q, want %q", info.File, opts.File)
 	}
-	if len(info.Sources) != len(Keys()) {
-		t.Errorf("%d sources recorded, want one per key (%d)", len(info.Sources), len(Keys()))
+	if len(info.Sources) != len(Keys())+1 {
+		t.Errorf("%d sources recorded, want one per key and one for pools (%d)", len(info.Sources), len(Keys())+1)
 	}
 	if src := info.Source("docker.runtime"); src != (Source{FromFile, opts.File}) {
 		t.Errorf("source of docker.runtime = %v", src)
@@ -948,5 +976,38 @@ func TestSlogLevel(t *testing.T) {
 		if got := (LogConfig{Level: level}).SlogLevel().String(); got != want {
 			t.Errorf("SlogLevel(%q) = %s, want %s", level, got, want)
 		}
+	}
+}
+
+func TestPoolsInvalid(t *testing.T) {
+	cases := []struct {
+		name, file, want string
+	}{
+		{"unknown key", "pools:\n  - {name: a, size: 1, sise: 2}\n", "pools[0].sise: unknown key"},
+		{"not a list", "pools: {name: a}\n", "pools must be a list"},
+		{"item not a mapping", "pools:\n  - a\n", "pools[0]: must be a mapping"},
+		{"age without unit", "pools:\n  - {name: a, size: 1, max_age: 60}\n", "has no unit"},
+		{"no name", "sandbox: {default_image: x}\npools:\n  - {size: 1}\n", "pools[0].name"},
+		{"duplicate", "sandbox: {default_image: x}\npools:\n  - {name: a, size: 1}\n  - {name: a, size: 2}\n", "also the name of pools[0]"},
+		{"no image", "pools:\n  - {name: a, size: 1}\n", "sandbox.default_image is not set"},
+		{"size zero", "sandbox: {default_image: x}\npools:\n  - {name: a}\n", "size: 0 is not from 1"},
+		{"bad policy", "sandbox: {default_image: x}\npools:\n  - {name: a, size: 1, policy: wait}\n", "policy"},
+		{"bad provider", "sandbox: {default_image: x}\npools:\n  - {name: a, size: 1, provider: lxc}\n", "provider"},
+		{"negative memory", "sandbox: {default_image: x}\npools:\n  - {name: a, size: 1, memory_mb: -1}\n", "memory_mb"},
+		{"global policy", "pool: {policy: sometimes}\n", "pool.policy"},
+		{"global concurrency", "pool: {concurrency: 0}\n", "pool.concurrency"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := isolated(t)
+			opts.File = writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), tc.file)
+			_, _, err := Load(opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want an error containing %q", err, tc.want)
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("error is not invalid argument: %v", err)
+			}
+		})
 	}
 }

@@ -34,6 +34,9 @@ var fields = sync.OnceValue(func() []field {
 	ct := reflect.TypeFor[Config]()
 	for i := range ct.NumField() {
 		sf := ct.Field(i)
+		if sf.Tag.Get("config") == "list" {
+			continue // a list of items, read from the file only (decodeFile)
+		}
 		section := yamlName(sf)
 		if sf.Type.Kind() != reflect.Struct || section == "" || strings.Contains(section, "_") {
 			// Sections may not hold '_': STACYVM_<SECTION>_<KEY> splits at the first one.
@@ -144,8 +147,11 @@ func unknownKey(key string) *FieldError {
 	return fieldErr(key, "unknown key (%s has %s)", section, strings.Join(known, ", "))
 }
 
+// listSection is the one top-level key that holds a list, not settings.
+const listSection = "pools"
+
 func sections() []string {
-	var out []string
+	out := []string{listSection}
 	for _, f := range fields() {
 		if !slices.Contains(out, f.section) {
 			out = append(out, f.section)

@@ -242,6 +242,14 @@ func decodeFile(data []byte, cfg *Config) ([]string, error) {
 		if repeated(sk.Value, sk) {
 			continue
 		}
+		if sk.Value == listSection {
+			if err := decodePools(sv, &cfg.Pools); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			keys = append(keys, listSection)
+			continue
+		}
 		if !slices.Contains(sections(), sk.Value) {
 			errs = append(errs, fmt.Errorf("line %d: %w", sk.Line, unknownKey(sk.Value)))
 			continue
@@ -277,6 +285,51 @@ func decodeFile(data []byte, cfg *Config) ([]string, error) {
 		}
 	}
 	return keys, errors.Join(errs...)
+}
+
+// decodePools reads the pools list, refusing keys a pool does not have
+// (a typo would otherwise silently leave a setting at its default).
+func decodePools(n *yaml.Node, out *[]PoolSpec) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return fmt.Errorf("line %d: pools must be a list of pools", n.Line)
+	}
+	var known []string
+	pt := reflect.TypeFor[PoolSpec]()
+	for i := range pt.NumField() {
+		known = append(known, yamlName(pt.Field(i)))
+	}
+	var errs []error
+	for i, item := range n.Content {
+		key := fmt.Sprintf("pools[%d]", i)
+		if item.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Errorf("line %d: %w", item.Line, fieldErr(key, "must be a mapping of keys")))
+			continue
+		}
+		ok := true
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			kn, vn := item.Content[j], item.Content[j+1]
+			if !slices.Contains(known, kn.Value) {
+				errs = append(errs, fmt.Errorf("line %d: %w", kn.Line, fieldErr(key+"."+kn.Value, "unknown key (a pool has %s)", strings.Join(known, ", "))))
+				ok = false
+			}
+			if kn.Value == "max_age" && (vn.Tag == "!!int" || vn.Tag == "!!float") {
+				errs = append(errs, fmt.Errorf("line %d: %w", vn.Line, fieldErr(key+".max_age", "%s has no unit; write a duration such as %sm", vn.Value, vn.Value)))
+				ok = false
+			}
+		}
+		var spec PoolSpec
+		if ok {
+			if err := item.Decode(&spec); err != nil {
+				errs = append(errs, fieldErr(key, "%s", yamlProblem(err)))
+				continue
+			}
+			*out = append(*out, spec)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // yamlProblem is err without yaml's "unmarshal errors" framing.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -138,10 +139,52 @@ func (c *Config) Validate() error {
 	v.check(registryRepo.MatchString(e.RegistryRepository), "environments.registry_repository",
 		"%q is not a repository path (lower case, / separated)", e.RegistryRepository)
 
+	v.validatePools(c)
+
 	if len(v.errs) == 0 {
 		return nil
 	}
 	return errdefs.Wrap(errdefs.ErrInvalidArgument, errors.Join(v.errs...), "invalid configuration")
+}
+
+// poolName is what a configured pool may be called: the API reports pools
+// by name, and template pools are called "template:<name>".
+var poolName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
+
+// MaxPoolSize bounds one pool, far above what one host keeps warm.
+const MaxPoolSize = 1000
+
+func (v *validator) validatePools(c *Config) {
+	pc := c.Pool
+	v.oneOf("pool.policy", pc.Policy, PoolCold, PoolReject)
+	v.notNegative("pool.max_age", int64(pc.MaxAge))
+	v.positive("pool.concurrency", int64(pc.Concurrency))
+	v.positiveDuration("pool.check_interval", pc.CheckInterval)
+	v.positiveDuration("pool.backoff_max", pc.BackoffMax)
+	seen := map[string]int{}
+	for i, p := range c.Pools {
+		key := fmt.Sprintf("pools[%d]", i)
+		if p.Name != "" {
+			key = fmt.Sprintf("pools[%d] (%s)", i, p.Name)
+		}
+		v.check(poolName.MatchString(p.Name), key+".name", "%q must start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 128)", p.Name)
+		if j, dup := seen[p.Name]; dup && p.Name != "" {
+			v.check(false, key+".name", "%q is also the name of pools[%d]", p.Name, j)
+		}
+		seen[p.Name] = i
+		v.check(p.Image != "" || c.Sandbox.DefaultImage != "", key+".image", "is empty and sandbox.default_image is not set")
+		if p.Provider != "" {
+			v.oneOf(key+".provider", p.Provider, append([]string{ProviderAuto}, ProviderNames...)...)
+		}
+		v.notNegative(key+".memory_mb", int64(p.MemoryMB))
+		v.notNegative(key+".vcpus", int64(p.VCPUs))
+		v.check(p.Size >= 1 && p.Size <= MaxPoolSize, key+".size", "%d is not from 1 to %d", p.Size, MaxPoolSize)
+		if p.Policy != "" {
+			v.oneOf(key+".policy", p.Policy, PoolCold, PoolReject)
+		}
+		v.notNegative(key+".max_age", int64(p.MaxAge))
+		v.notNegative(key+".concurrency", int64(p.Concurrency))
+	}
 }
 
 type validator struct{ errs []error }
