@@ -27,6 +27,12 @@ type Store interface {
 	// sb.LastError as its reason. Destroyed is final: moving a destroyed
 	// record to another state is errdefs.ErrSandboxDestroyed.
 	UpdateSandbox(ctx context.Context, sb Sandbox) error
+	// UpdateSandboxIf is UpdateSandbox only while the stored record is in
+	// state: a compare-and-set, atomic against every other writer (other
+	// processes on the same database included). A record in another state
+	// is errdefs.ErrConflict and is left unchanged. It is how a warm pool
+	// member is claimed exactly once (pooled → running).
+	UpdateSandboxIf(ctx context.Context, sb Sandbox, state string) error
 	// History returns a sandbox's state transitions, oldest first.
 	History(ctx context.Context, id string) ([]Transition, error)
 	// CountSandboxes returns how many records are in each state, from one

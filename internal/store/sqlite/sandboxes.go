@@ -194,6 +194,21 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 // zero UpdatedAt becomes now. When the state changes, a history entry is
 // appended with sb.LastError as its reason, at sb.UpdatedAt.
 func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
+	return s.updateSandbox(ctx, sb, "")
+}
+
+// UpdateSandboxIf implements store.Store.
+func (s *Store) UpdateSandboxIf(ctx context.Context, sb store.Sandbox, state string) error {
+	if state == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "update sandbox %s: the expected state is empty", sb.ID)
+	}
+	return s.updateSandbox(ctx, sb, state)
+}
+
+// updateSandbox replaces sb's record; when expect is set, only if the
+// stored state is expect (read and written in one transaction on the one
+// writer connection, so nothing slips between).
+func (s *Store) updateSandbox(ctx context.Context, sb store.Sandbox, expect string) error {
 	if err := checkSandbox(sb); err != nil {
 		return err
 	}
@@ -216,6 +231,9 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if err != nil {
 			return err
+		}
+		if expect != "" && old != expect {
+			return errdefs.New(errdefs.ErrConflict, "sandbox %s is %s, not %s", sb.ID, old, expect)
 		}
 		if old == stateDestroyed && sb.State != stateDestroyed {
 			return destroyedIsFinal(sb.ID)

@@ -44,6 +44,8 @@ func Run(t *testing.T, open Open) {
 		{"SandboxConflict", testSandboxConflict},
 		{"SandboxNotFound", testSandboxNotFound},
 		{"SandboxUpdate", testSandboxUpdate},
+		{"SandboxUpdateIf", testSandboxUpdateIf},
+		{"SandboxUpdateIfRace", testSandboxUpdateIfRace},
 		{"History", testHistory},
 		{"ListFilters", testListFilters},
 		{"ListOrderTies", testListOrderTies},
@@ -446,6 +448,101 @@ func testSandboxUpdate(t *testing.T, open Open) {
 	want.CreatedAt = orig.CreatedAt
 	checkSandbox(t, mustGet(t, s, orig.ID), want)
 	checkSandbox(t, mustGet(t, s, "sb-bystander"), fullSandbox("sb-bystander"))
+}
+
+// testSandboxUpdateIf: the compare-and-set writes only from the expected
+// state, records the transition, and leaves a record in another state as
+// it was.
+func testSandboxUpdateIf(t *testing.T, open Open) {
+	s := newStore(t, open)
+	sb := fullSandbox("sb-cas")
+	sb.State = "pooled"
+	sb.OwnerID = ""
+	mustCreate(t, s, sb)
+
+	claimed := sb
+	claimed.State, claimed.OwnerID, claimed.LastError = "running", "user-7", "claimed from pool"
+	claimed.Metadata = map[string]string{"job": "42"}
+	claimed.UpdatedAt, claimed.ExpiresAt = at(5), at(605)
+	if err := s.UpdateSandboxIf(t.Context(), claimed, "pooled"); err != nil {
+		t.Fatalf("UpdateSandboxIf from the stored state: %v", err)
+	}
+	checkSandbox(t, mustGet(t, s, sb.ID), claimed)
+	checkHistory(t, mustHistory(t, s, sb.ID), []store.Transition{
+		{State: "pooled", At: sb.CreatedAt},
+		{State: "running", Reason: "claimed from pool", At: at(5)},
+	})
+
+	again := claimed
+	again.OwnerID, again.UpdatedAt = "user-8", at(6)
+	err := s.UpdateSandboxIf(t.Context(), again, "pooled")
+	checkClass(t, "UpdateSandboxIf from a state the record has left", err, errdefs.ErrConflict)
+	checkSandbox(t, mustGet(t, s, sb.ID), claimed)
+
+	missing := fullSandbox("sb-cas-missing")
+	checkClass(t, "UpdateSandboxIf of a missing record", s.UpdateSandboxIf(t.Context(), missing, "pooled"), errdefs.ErrNotFound)
+	if err := s.UpdateSandboxIf(t.Context(), claimed, ""); errdefs.Classify(err) != errdefs.ErrInvalidArgument {
+		t.Errorf("UpdateSandboxIf with no expected state: err = %v, want invalid argument", err)
+	}
+}
+
+// testSandboxUpdateIfRace: many writers, through two handles on the same
+// database where the store allows it, claim one record at once; exactly
+// one wins and the record holds the winner's write.
+func testSandboxUpdateIfRace(t *testing.T, open Open) {
+	dir := t.TempDir()
+	a := openIn(t, open, dir)
+	b := openIn(t, open, dir)
+	const records, claimers = 5, 20
+	for r := range records {
+		sb := fullSandbox(fmt.Sprintf("sb-race-%d", r))
+		sb.State = "pooled"
+		mustCreate(t, a, sb)
+	}
+	var (
+		mu   sync.Mutex
+		wins = map[string][]string{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for c := range claimers {
+		wg.Go(func() {
+			s := store.Store(a)
+			if c%2 == 1 {
+				s = b
+			}
+			for r := range records {
+				sb := fullSandbox(fmt.Sprintf("sb-race-%d", r))
+				sb.State, sb.OwnerID, sb.UpdatedAt = "running", fmt.Sprintf("claimer-%d", c), at(10+c)
+				err := s.UpdateSandboxIf(t.Context(), sb, "pooled")
+				mu.Lock()
+				switch {
+				case err == nil:
+					wins[sb.ID] = append(wins[sb.ID], sb.OwnerID)
+				case errdefs.Classify(err) != errdefs.ErrConflict:
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("claims failed other than by conflict:\n%v", err)
+	}
+	for r := range records {
+		id := fmt.Sprintf("sb-race-%d", r)
+		if len(wins[id]) != 1 {
+			t.Errorf("%s claimed by %v, want exactly one winner", id, wins[id])
+			continue
+		}
+		if got := mustGet(t, a, id); got.State != "running" || got.OwnerID != wins[id][0] {
+			t.Errorf("%s stored as %s owned by %q, want running owned by the winner %q", id, got.State, got.OwnerID, wins[id][0])
+		}
+		if h := mustHistory(t, b, id); len(h) != 2 {
+			t.Errorf("%s has %d history entries, want 2 (pooled, running)", id, len(h))
+		}
+	}
 }
 
 func testHistory(t *testing.T, open Open) {
