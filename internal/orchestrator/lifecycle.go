@@ -221,6 +221,11 @@ type change struct {
 	// destroy by the reaper); data is added to the event's.
 	event string
 	data  map[string]string
+	// ifUnchanged makes the write a compare-and-set
+	// (Store.UpdateSandboxIf): it happens only while the stored record is
+	// still in the state sb was read in, across processes and replicas
+	// too. A warm pool member's claim needs it.
+	ifUnchanged bool
 }
 
 // transition moves sb to c.to: it checks that the lifecycle allows the
@@ -242,7 +247,11 @@ func (m *Manager) transition(ctx context.Context, sb store.Sandbox, c change) (s
 	sb.State = string(c.to)
 	sb.LastError = c.reason
 	sb.UpdatedAt = m.now()
-	if err := m.store.UpdateSandbox(context.WithoutCancel(ctx), sb); err != nil {
+	write := m.store.UpdateSandbox
+	if c.ifUnchanged {
+		write = func(ctx context.Context, sb store.Sandbox) error { return m.store.UpdateSandboxIf(ctx, sb, string(from)) }
+	}
+	if err := write(context.WithoutCancel(ctx), sb); err != nil {
 		return prev, fmt.Errorf("record sandbox %s as %s: %w", sb.ID, c.to, err)
 	}
 	if lifecycle[c.to].Counts && !e.releases {

@@ -226,6 +226,9 @@ type Manager struct {
 	// (destroy, extend), one lock per sandbox in use.
 	locks idLocks
 
+	// pools, when set (SetPools, before serving), hands out warm members.
+	pools Pools
+
 	spawns, execs, failures atomic.Int64
 
 	activity sync.Map // sandbox ID → time.Time of its last activity (Touch)
@@ -295,16 +298,38 @@ type SpawnRequest struct {
 }
 
 // Spawn creates a sandbox and returns its record in state running. On any
-// failure the runtime is removed and the record ends in state error.
+// failure the runtime is removed and the record ends in state error. A
+// spawn that matches a warm pool claims one of its members instead
+// (SetPools).
 func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, error) {
+	req, tmpl, p, err := m.resolveSpawn(ctx, req)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	if m.pools != nil {
+		sb, ok, err := m.pools.Claim(ctx, req)
+		if err != nil {
+			return store.Sandbox{}, err
+		}
+		if ok {
+			return sb, nil
+		}
+	}
+	return m.spawn(ctx, req, tmpl, p, "")
+}
+
+// resolveSpawn applies the template and the defaults to req, validates it
+// and picks its provider: req.Provider comes back as the provider's name,
+// so that equal requests resolve equal.
+func (m *Manager) resolveSpawn(ctx context.Context, req SpawnRequest) (SpawnRequest, *store.Template, provider.Provider, error) {
 	var tmpl *store.Template
 	if req.Template != "" {
 		t, err := m.store.GetTemplate(ctx, req.Template)
 		if err != nil {
 			if errors.Is(err, errdefs.ErrNotFound) {
-				return store.Sandbox{}, errdefs.New(errdefs.ErrNotFound, "template %q not found", req.Template)
+				return req, nil, nil, errdefs.New(errdefs.ErrNotFound, "template %q not found", req.Template)
 			}
-			return store.Sandbox{}, err
+			return req, nil, nil, err
 		}
 		tmpl = &t
 		if req.Image == "" && t.Environment != "" {
@@ -322,7 +347,7 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		req.Image = m.cfg.DefaultImage
 	}
 	if err := m.validateSpawn(req); err != nil {
-		return store.Sandbox{}, err
+		return req, nil, nil, err
 	}
 	if req.TTL == 0 {
 		req.TTL = m.cfg.DefaultTTL
@@ -341,18 +366,25 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 	}
 	p, err := m.providerFor(ctx, req.Provider)
 	if err != nil {
-		return store.Sandbox{}, err
+		return req, nil, nil, err
 	}
 	if err := m.checkIdle(p, req.IdleTimeout, req.OnIdle); err != nil {
-		return store.Sandbox{}, err
+		return req, nil, nil, err
 	}
 	if req.DiskMB > 0 && !p.Capabilities().DiskLimit {
 		// Running without the limit asked for would be a silent downgrade.
-		return store.Sandbox{}, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented,
+		return req, nil, nil, errdefs.WithHint(errdefs.New(errdefs.ErrUnimplemented,
 			"provider %s cannot enforce disk_mb on this host", p.Name()),
 			"omit disk_mb, or use a provider whose capabilities list disk_limit (GET /api/v1/providers)")
 	}
+	req.Provider = p.Name()
+	return req, tmpl, p, nil
+}
 
+// spawn creates the sandbox req describes on p. With pool set it is a
+// warm pool member: it ends pooled instead of running, never expires, and
+// belongs to nobody until it is claimed (ClaimMember).
+func (m *Manager) spawn(ctx context.Context, req SpawnRequest, tmpl *store.Template, p provider.Provider, pool string) (store.Sandbox, error) {
 	now := m.now()
 	sb := store.Sandbox{
 		ID:        newID(),
@@ -368,6 +400,9 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		CreatedAt: now,
 		UpdatedAt: now,
 		ExpiresAt: now.Add(req.TTL),
+	}
+	if pool != "" {
+		sb.ExpiresAt = time.Time{}
 	}
 	if req.IdleTimeout > 0 {
 		sb.IdleTimeout, sb.OnIdle = req.IdleTimeout, req.OnIdle
@@ -403,7 +438,9 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
 	}
 	m.publish(events.SandboxCreated, sb.ID, map[string]string{"provider": sb.Provider, "image": sb.Image})
-	m.spawns.Add(1)
+	if pool == "" {
+		m.spawns.Add(1)
+	}
 
 	start := time.Now()
 	info, err := p.Spawn(ctx, provider.Spec{
@@ -427,11 +464,19 @@ func (m *Manager) Spawn(ctx context.Context, req SpawnRequest) (store.Sandbox, e
 		}
 	}
 
-	sb, err = m.transition(ctx, sb, change{to: provider.StateRunning})
+	done := change{to: provider.StateRunning}
+	if pool != "" {
+		done = change{to: provider.StatePooled, reason: "warm member of pool " + pool, data: map[string]string{"pool": pool}}
+	}
+	sb, err = m.transition(ctx, sb, done)
 	if err != nil {
 		m.destroyRuntime(p, sb.ID)
 		m.fail(sb, err)
 		return store.Sandbox{}, err
+	}
+	if pool != "" {
+		m.log.Debug("pool member spawned", "sandbox", sb.ID, "pool", pool, "duration", time.Since(start))
+		return sb, nil
 	}
 	m.log.Info("sandbox spawned", "sandbox", sb.ID, "provider", sb.Provider, "image", sb.Image,
 		"duration", time.Since(start))
@@ -747,17 +792,29 @@ func (m *Manager) ListPage(ctx context.Context, f ListFilter) ([]store.Sandbox, 
 	}
 	if f.Limit == 0 {
 		list, err := m.store.ListSandboxes(ctx, sf)
-		return list, "", err
+		return withoutMembers(list), "", err
 	}
 	// One more than asked tells whether another page follows.
 	sf.Limit = f.Limit + 1
 	list, err := m.store.ListSandboxes(ctx, sf)
 	if err != nil || len(list) <= f.Limit {
-		return list, "", err
+		return withoutMembers(list), "", err
 	}
 	list = list[:f.Limit]
 	last := list[len(list)-1]
-	return list, encodeCursor(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}), nil
+	// The cursor follows the store's page, members included, so that the
+	// next page starts where this one ended even when this one came out
+	// short.
+	return withoutMembers(list), encodeCursor(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}), nil
+}
+
+// withoutMembers drops warm pool members still being created: their
+// records are in state creating, like users' spawns, until they are pooled
+// (which is not listed).
+func withoutMembers(list []store.Sandbox) []store.Sandbox {
+	return slices.DeleteFunc(list, func(sb store.Sandbox) bool {
+		return sb.State == string(provider.StateCreating) && sb.Metadata[MetaPool] != ""
+	})
 }
 
 // A cursor is opaque to clients: base64url of "<created_at unix nanos>:<id>".
@@ -796,7 +853,11 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	return m.destroy(ctx, sb, "destroyed on request", events.SandboxDestroyed)
 }
 
-func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventType string) error {
+// destroy removes sb's runtime and ends its record destroyed. With only
+// set, the record must still be in that state once read under the lock
+// (a pool member must not be destroyed once claimed): otherwise it is
+// errdefs.ErrConflict and nothing happens.
+func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventType string, only ...string) error {
 	// A caller that gives up waiting for another destroy of the same
 	// sandbox leaves; one that holds the lock finishes within
 	// DestroyTimeout.
@@ -815,6 +876,9 @@ func (m *Manager) destroy(ctx context.Context, sb store.Sandbox, reason, eventTy
 		return errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", sb.ID)
 	}
 	sb = cur
+	if len(only) > 0 && sb.State != only[0] {
+		return errdefs.New(errdefs.ErrConflict, "sandbox %s is %s, not %s", sb.ID, sb.State, only[0])
+	}
 	if sb.State != string(provider.StateDestroying) {
 		if err := checkOp(sb, "destroy", provider.StateDestroying); err != nil {
 			return err

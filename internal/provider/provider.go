@@ -261,3 +261,15 @@ type Snapshot struct {
 	Provider string
 	Created  time.Time
 }
+
+// ImageVersioner is implemented by providers that can tell which build of
+// an image a runtime was made from, so that warm pools replace members
+// whose image changed under the same name (a rebuilt or re-pulled tag).
+type ImageVersioner interface {
+	// ImageVersion is the identity of what image names now (Docker: the
+	// image ID); errdefs.ErrNotFound when it is not on the host.
+	ImageVersion(ctx context.Context, image string) (string, error)
+	// SandboxImageVersion is the identity of the image sandbox id was
+	// created from.
+	SandboxImageVersion(ctx context.Context, id string) (string, error)
+}
