@@ -249,7 +249,9 @@ func (m *Manager) transition(ctx context.Context, sb store.Sandbox, c change) (s
 	sb.UpdatedAt = m.now()
 	write := m.store.UpdateSandbox
 	if c.ifUnchanged {
-		write = func(ctx context.Context, sb store.Sandbox) error { return m.store.UpdateSandboxIf(ctx, sb, string(from)) }
+		write = func(ctx context.Context, sb store.Sandbox) error {
+			return m.store.UpdateSandboxIf(ctx, sb, string(from))
+		}
 	}
 	if err := write(context.WithoutCancel(ctx), sb); err != nil {
 		return prev, fmt.Errorf("record sandbox %s as %s: %w", sb.ID, c.to, err)
