@@ -30,10 +30,40 @@ type Pools interface {
 	// its policy is to spawn cold. An error ends the spawn (an empty pool
 	// whose policy is reject, a limit).
 	Claim(ctx context.Context, req SpawnRequest) (store.Sandbox, bool, error)
+	// Status reports every pool, by name.
+	Status() []PoolStatus
+}
+
+// PoolStatus is one warm pool as GET /pool/status reports it.
+type PoolStatus struct {
+	Name     string
+	Template string // "" for a configured pool
+	Image    string
+	Provider string
+	MemoryMB int
+	VCPUs    int
+	Policy   string
+	Target   int // members it keeps ready
+	Ready    int // members ready to claim
+	Creating int // members being spawned
+	Claimed  int64
+	Misses   int64 // spawns that matched while it was empty
+	Failures int64 // refill spawns that failed
+	// Problem is why the pool cannot fill now ("" when it can): its
+	// provider is unavailable, its last refill failed.
+	Problem string
 }
 
 // SetPools makes Spawn claim members of p. Call it before serving.
 func (m *Manager) SetPools(p Pools) { m.pools = p }
+
+// PoolStatus reports every warm pool, by name; none without pools.
+func (m *Manager) PoolStatus() []PoolStatus {
+	if m.pools == nil {
+		return nil
+	}
+	return m.pools.Status()
+}
 
 // PoolSpec is what a pool's members are made of. ResolvePool fills it the
 // way Spawn resolves a request, so that a member and a spawn that asks for

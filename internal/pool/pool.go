@@ -111,24 +111,7 @@ func (c Config) withDefaults() Config {
 }
 
 // Status is one pool as GET /pool/status reports it.
-type Status struct {
-	Name     string
-	Template string // "" for a configured pool
-	Image    string
-	Provider string
-	MemoryMB int
-	VCPUs    int
-	Policy   string
-	Target   int // members it keeps ready
-	Ready    int // members ready to claim
-	Creating int // members being spawned
-	Claimed  int64
-	Misses   int64 // spawns that matched while it was empty
-	Failures int64 // refill spawns that failed
-	// Problem is why the pool cannot fill now ("" when it can): its
-	// provider is unavailable, its last refill failed.
-	Problem string
-}
+type Status = orchestrator.PoolStatus
 
 type member struct {
 	id              string

@@ -175,6 +175,22 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 // locked while it is read and written, so that concurrent updates from
 // several replicas each see the state the previous one left.
 func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
+	return s.updateSandbox(ctx, sb, "")
+}
+
+// UpdateSandboxIf implements store.Store.
+func (s *Store) UpdateSandboxIf(ctx context.Context, sb store.Sandbox, state string) error {
+	if state == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "update sandbox %s: the expected state is empty", sb.ID)
+	}
+	return s.updateSandbox(ctx, sb, state)
+}
+
+// updateSandbox replaces sb's record; when expect is set, only if the
+// stored state is expect. The row is locked (FOR UPDATE) from the read to
+// the commit, so concurrent writers, other replicas included, queue and
+// the second sees the first's state.
+func (s *Store) updateSandbox(ctx context.Context, sb store.Sandbox, expect string) error {
 	if err := checkSandbox(sb); err != nil {
 		return err
 	}
@@ -197,6 +213,9 @@ func (s *Store) UpdateSandbox(ctx context.Context, sb store.Sandbox) error {
 		}
 		if err != nil {
 			return err
+		}
+		if expect != "" && old != expect {
+			return errdefs.New(errdefs.ErrConflict, "sandbox %s is %s, not %s", sb.ID, old, expect)
 		}
 		if old == stateDestroyed && sb.State != stateDestroyed {
 			return destroyedIsFinal(sb.ID)
