@@ -183,12 +183,11 @@ func pooledIDs(t *testing.T, st store.Store) []string {
 }
 
 func TestFillClaimRefill(t *testing.T) {
-	e := newEnv(t, func(c *orchestrator.Config) { c.MaxSandboxes = 2 })
+	e := newEnv(t, func(c *orchestrator.Config) { c.MaxPerOwner = 1 })
 	ps, _ := e.start(t, Config{Pools: []Def{{Name: "small", Image: "img:1", Size: 3}}})
 	waitReady(t, ps, "small", 3)
 
-	// Members are not users' sandboxes: unlisted, outside the limits
-	// (three members, a limit of two).
+	// Members are nobody's sandboxes: not listed.
 	list, err := e.m.List(context.Background(), orchestrator.ListFilter{})
 	if err != nil || len(list) != 0 {
 		t.Fatalf("List with a full pool = %d records, %v; want none", len(list), err)
@@ -256,18 +255,17 @@ func TestFillClaimRefill(t *testing.T) {
 		}
 	}
 
-	// Limits apply at the claim: alice's sandbox plus one more fills
-	// max_sandboxes 2; the third spawn fails and leaves the pool intact.
-	if _, err := e.m.Spawn(context.Background(), orchestrator.SpawnRequest{}); err != nil {
-		t.Fatalf("second claim: %v", err)
-	}
-	waitReady(t, ps, "small", 3)
-	_, err = e.m.Spawn(context.Background(), orchestrator.SpawnRequest{})
+	// The owner's limit applies at the claim: alice has her one sandbox,
+	// so her second spawn fails and leaves the pool intact.
+	_, err = e.m.Spawn(context.Background(), orchestrator.SpawnRequest{OwnerID: "alice"})
 	if errdefs.Classify(err) != errdefs.ErrResourceLimit {
-		t.Fatalf("claim over max_sandboxes: err = %v, want resource limit", err)
+		t.Fatalf("claim over max_per_owner: err = %v, want resource limit", err)
 	}
-	if s := status(ps, "small"); s.Ready != 3 || s.Claimed != 2 {
-		t.Errorf("after a refused claim status = %+v, want 3 ready, 2 claimed", s)
+	if s := status(ps, "small"); s.Ready != 3 || s.Claimed != 1 {
+		t.Errorf("after a refused claim status = %+v, want 3 ready, 1 claimed", s)
+	}
+	if _, err := e.m.Spawn(context.Background(), orchestrator.SpawnRequest{OwnerID: "bob"}); err != nil {
+		t.Fatalf("another owner's claim: %v", err)
 	}
 }
 
