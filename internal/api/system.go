@@ -65,9 +65,28 @@ func snapshotOut(sn provider.Snapshot) snapshotJSON {
 	return snapshotJSON{Image: sn.Image, Provider: sn.Provider, CreatedAt: rfc3339(sn.Created)}
 }
 
-// poolStatus reports warm pools, which do not exist yet: disabled, empty.
+// poolStatus reports the warm pools (docs/pools.md). The contract's
+// summary fields count members: vms are those ready, max_vms the sum of
+// the pools' targets, total_users the sandboxes claimed from them since
+// the server started; a member serves one sandbox (max_users_per_vm 1).
 func (s *server) poolStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, poolStatusJSON{})
+	list := s.m.PoolStatus()
+	out := poolStatusJSON{Enabled: len(list) > 0, Pools: make([]poolJSON, 0, len(list))}
+	if out.Enabled {
+		out.MaxUsersPerVM = 1
+	}
+	for _, p := range list {
+		out.VMs += p.Ready
+		out.MaxVMs += p.Target
+		out.TotalUsers += int(p.Claimed)
+		out.Pools = append(out.Pools, poolJSON{
+			Name: p.Name, Template: nullable(p.Template), Image: p.Image, Provider: p.Provider,
+			MemoryMB: p.MemoryMB, VCPUs: p.VCPUs, Policy: p.Policy, Target: p.Target, Ready: p.Ready,
+			Creating: p.Creating, Claimed: p.Claimed, Misses: p.Misses, Failures: p.Failures,
+			Problem: nullable(s.scrub(p.Problem)),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {

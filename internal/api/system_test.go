@@ -78,7 +78,7 @@ func TestSystemEndpoints(t *testing.T) {
 	}
 
 	raw := readAll(t, e.call("GET", "/api/v1/pool/status", nil))
-	if strings.TrimSpace(string(raw)) != `{"enabled":false,"vms":0,"max_vms":0,"total_users":0,"max_users_per_vm":0}` {
+	if strings.TrimSpace(string(raw)) != `{"enabled":false,"vms":0,"max_vms":0,"total_users":0,"max_users_per_vm":0,"pools":[]}` {
 		t.Errorf("pool = %s", raw)
 	}
 

@@ -176,6 +176,25 @@ type poolStatusJSON struct {
 	MaxVMs        int  `json:"max_vms"`
 	TotalUsers    int  `json:"total_users"`
 	MaxUsersPerVM int  `json:"max_users_per_vm"`
+	// Pools is every warm pool, by name.
+	Pools []poolJSON `json:"pools"`
+}
+
+type poolJSON struct {
+	Name     string  `json:"name"`
+	Template *string `json:"template"`
+	Image    string  `json:"image"`
+	Provider string  `json:"provider"`
+	MemoryMB int     `json:"memory_mb"`
+	VCPUs    int     `json:"vcpus"`
+	Policy   string  `json:"policy"`
+	Target   int     `json:"target"`
+	Ready    int     `json:"ready"`
+	Creating int     `json:"creating"`
+	Claimed  int64   `json:"claimed"`
+	Misses   int64   `json:"misses"`
+	Failures int64   `json:"failures"`
+	Problem  *string `json:"problem"`
 }
 
 type healthJSON struct {

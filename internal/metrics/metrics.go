@@ -45,6 +45,7 @@ type Metrics struct {
 	idle      *prometheus.CounterVec
 	http      *prometheus.HistogramVec
 	counter   atomic.Pointer[SandboxCounter]
+	pools     atomic.Pointer[func() []Pool]
 }
 
 // New returns Metrics reporting sandbox counts from c. c may be nil and
@@ -85,12 +86,23 @@ func New(c SandboxCounter) *Metrics {
 		m.SetSandboxCounter(c)
 	}
 	m.reg.MustRegister(m.ops, m.reaper, m.reconcile, m.trans, m.idle, m.http, &sandboxCollector{m: m},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&poolCollector{m: m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // SetSandboxCounter sets where the sandboxes gauge comes from.
 func (m *Metrics) SetSandboxCounter(c SandboxCounter) { m.counter.Store(&c) }
+
+// Pool is one warm pool's numbers at scrape time.
+type Pool struct {
+	Name                      string
+	Target, Ready, Creating   int
+	Claimed, Misses, Failures int64
+}
+
+// SetPools sets where the warm pool metrics come from: read at each
+// scrape, so they never drift from GET /api/v1/pool/status.
+func (m *Metrics) SetPools(f func() []Pool) { m.pools.Store(&f) }
 
 // Registry is the registry behind Handler, for callers that add their own
 // collectors.
@@ -174,5 +186,40 @@ func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 		if !seen[st] {
 			ch <- prometheus.MustNewConstMetric(sandboxesDesc, prometheus.GaugeValue, float64(n), st)
 		}
+	}
+}
+
+// poolCollector exports each warm pool's target, ready and creating
+// members as gauges, and its claims, misses and failed refills as
+// counters (monotonic for the life of the process).
+type poolCollector struct{ m *Metrics }
+
+var (
+	poolTargetDesc   = prometheus.NewDesc("stacyvm_pool_target", "Members a warm pool keeps ready.", []string{"pool"}, nil)
+	poolReadyDesc    = prometheus.NewDesc("stacyvm_pool_ready", "Warm pool members ready to claim.", []string{"pool"}, nil)
+	poolCreatingDesc = prometheus.NewDesc("stacyvm_pool_creating", "Warm pool members being spawned.", []string{"pool"}, nil)
+	poolClaimsDesc   = prometheus.NewDesc("stacyvm_pool_claims_total", "Spawns answered with a warm pool member.", []string{"pool"}, nil)
+	poolMissesDesc   = prometheus.NewDesc("stacyvm_pool_misses_total", "Spawns that matched a warm pool while it was empty.", []string{"pool"}, nil)
+	poolFailDesc     = prometheus.NewDesc("stacyvm_pool_refill_failures_total", "Warm pool refill spawns that failed.", []string{"pool"}, nil)
+)
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{poolTargetDesc, poolReadyDesc, poolCreatingDesc, poolClaimsDesc, poolMissesDesc, poolFailDesc} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.m.pools.Load()
+	if f == nil || *f == nil {
+		return
+	}
+	for _, p := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(poolTargetDesc, prometheus.GaugeValue, float64(p.Target), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolReadyDesc, prometheus.GaugeValue, float64(p.Ready), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolCreatingDesc, prometheus.GaugeValue, float64(p.Creating), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolClaimsDesc, prometheus.CounterValue, float64(p.Claimed), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolMissesDesc, prometheus.CounterValue, float64(p.Misses), p.Name)
+		ch <- prometheus.MustNewConstMetric(poolFailDesc, prometheus.CounterValue, float64(p.Failures), p.Name)
 	}
 }

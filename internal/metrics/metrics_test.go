@@ -134,3 +134,33 @@ func TestInstancesAreIndependent(t *testing.T) {
 		t.Error("two Metrics share a registry")
 	}
 }
+
+func TestPoolMetrics(t *testing.T) {
+	m := New(nil)
+	_, text := scrape(t, m)
+	if strings.Contains(text, "stacyvm_pool_") {
+		t.Errorf("pool metrics without pools:\n%s", text)
+	}
+	var ready atomic.Int64
+	ready.Store(2)
+	m.SetPools(func() []Pool {
+		return []Pool{{Name: "py", Target: 3, Ready: int(ready.Load()), Creating: 1, Claimed: 7, Misses: 2, Failures: 1}}
+	})
+	_, text = scrape(t, m)
+	for _, want := range []string{
+		`stacyvm_pool_target{pool="py"} 3`,
+		`stacyvm_pool_ready{pool="py"} 2`,
+		`stacyvm_pool_creating{pool="py"} 1`,
+		`stacyvm_pool_claims_total{pool="py"} 7`,
+		`stacyvm_pool_misses_total{pool="py"} 2`,
+		`stacyvm_pool_refill_failures_total{pool="py"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	ready.Store(3) // read at scrape time
+	if _, text = scrape(t, m); !strings.Contains(text, `stacyvm_pool_ready{pool="py"} 3`) {
+		t.Errorf("ready gauge not read at scrape time")
+	}
+}

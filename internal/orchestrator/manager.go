@@ -337,7 +337,7 @@ func (m *Manager) resolveSpawn(ctx context.Context, req SpawnRequest) (SpawnRequ
 			// newest ready build, so a rebuild is picked up at once.
 			img, err := m.environmentImage(ctx, t)
 			if err != nil {
-				return store.Sandbox{}, err
+				return req, nil, nil, err
 			}
 			req.Image = img
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
 	"github.com/stacyvm/stacyvm/internal/store"
 )
@@ -159,6 +160,8 @@ type Pools struct {
 	// work tracks refill spawns and member destroys in flight, so that Run
 	// returns only after them.
 	work sync.WaitGroup
+
+	prepared sync.Once
 }
 
 // New returns the pools cfg declares over b. Templates' pools appear once
@@ -320,8 +323,7 @@ func (ps *Pools) Run(ctx context.Context) {
 	evs, unsub := ps.b.Events().Subscribe(ps.b.Events().LastID())
 	defer func() { unsub() }()
 
-	ps.syncTemplates(ctx)
-	ps.adopt(ctx)
+	ps.Prepare(ctx)
 	ps.fill(ctx)
 	t := time.NewTicker(ps.cfg.CheckInterval)
 	defer t.Stop()
@@ -354,6 +356,27 @@ func (ps *Pools) Run(ctx context.Context) {
 			ps.fill(ctx)
 		}
 	}
+}
+
+// Prepare reads the templates' pools and adopts the members a previous run
+// left (records in state pooled), once; Run calls it if the caller has not.
+// Called before serving, it makes adopted members claimable from the
+// first request.
+func (ps *Pools) Prepare(ctx context.Context) {
+	ps.prepared.Do(func() {
+		ps.syncTemplates(ctx)
+		ps.adopt(ctx)
+	})
+}
+
+// Metrics is Status in the form package metrics exports.
+func (ps *Pools) Metrics() []metrics.Pool {
+	var out []metrics.Pool
+	for _, s := range ps.Status() {
+		out = append(out, metrics.Pool{Name: s.Name, Target: s.Target, Ready: s.Ready, Creating: s.Creating,
+			Claimed: s.Claimed, Misses: s.Misses, Failures: s.Failures})
+	}
+	return out
 }
 
 // dropReady forgets a ready member whose record was destroyed elsewhere

@@ -26,6 +26,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/membudget"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
+	"github.com/stacyvm/stacyvm/internal/pool"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
@@ -133,6 +134,14 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 		log.Info("reconcile skipped at start: another replica is reconciling")
 	}
 
+	// Warm pools (docs/pools.md): members a previous run left are given
+	// back to their pools before the first request; refills start with
+	// the background loops below.
+	pools := pool.New(m, poolConfig(cfg, log))
+	m.SetPools(pools)
+	met.SetPools(pools.Metrics)
+	pools.Prepare(ctx)
+
 	shuttingDown := make(chan struct{})
 	handler := api.New(m, api.Options{
 		APIKey:             cfg.Server.APIKey,
@@ -187,6 +196,16 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	defer func() {
 		stopReaper()
 		<-reaperDone
+	}()
+	poolsDone := make(chan struct{})
+	go func() {
+		defer close(poolsDone)
+		pools.Run(reaperCtx)
+	}()
+	defer func() {
+		// Members are kept: the next start adopts them (docs/pools.md).
+		stopReaper()
+		<-poolsDone
 	}()
 	if envSvc != nil {
 		// Builds outlive requests; stopping aborts a running build and
@@ -374,4 +393,23 @@ func hostPaths(cfg *config.Config) []string {
 		add(filepath.Join(filepath.Dir(exe), "stacyvm-agent")) // docker.agent_path's default
 	}
 	return out
+}
+
+// poolConfig is the pools' part of the configuration.
+func poolConfig(cfg *config.Config, log *slog.Logger) pool.Config {
+	pc := pool.Config{
+		Policy:        cfg.Pool.Policy,
+		MaxAge:        cfg.Pool.MaxAge,
+		Concurrency:   cfg.Pool.Concurrency,
+		CheckInterval: cfg.Pool.CheckInterval,
+		BackoffMax:    cfg.Pool.BackoffMax,
+		Logger:        log,
+	}
+	for _, p := range cfg.Pools {
+		pc.Pools = append(pc.Pools, pool.Def{
+			Name: p.Name, Image: p.Image, Provider: p.Provider, MemoryMB: p.MemoryMB, VCPUs: p.VCPUs,
+			Size: p.Size, Policy: p.Policy, MaxAge: p.MaxAge, Concurrency: p.Concurrency,
+		})
+	}
+	return pc
 }

@@ -35,6 +35,7 @@ from ._types import (
     FileInfo,
     Health,
     MetricsSummary,
+    Pool,
     PoolStatus,
     Provider,
     Sandbox,
@@ -52,6 +53,6 @@ __all__ = [
     "IncompleteStreamError", "InternalError", "LimitError", "MethodNotAllowedError",
     "MisdirectedRequestError", "NotFoundError", "SandboxDestroyedError", "SandboxFileNotFoundError",
     "StacyVMError", "UnavailableError", "UnimplementedError", "UnsupportedMediaTypeError",
-    "Event", "ExecEvent", "ExecResult", "FileInfo", "Health", "MetricsSummary", "PoolStatus",
+    "Event", "ExecEvent", "ExecResult", "FileInfo", "Health", "MetricsSummary", "Pool", "PoolStatus",
     "Provider", "Sandbox", "Snapshot", "StreamChunk", "StreamExit", "Template",
 ]

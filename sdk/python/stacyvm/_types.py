@@ -160,12 +160,30 @@ class Snapshot(TypedDict):
     created_at: str
 
 
+class Pool(TypedDict):
+    name: str
+    template: Optional[str]
+    image: str
+    provider: str
+    memory_mb: int
+    vcpus: int
+    policy: str
+    target: int
+    ready: int
+    creating: int
+    claimed: int
+    misses: int
+    failures: int
+    problem: Optional[str]
+
+
 class PoolStatus(TypedDict):
     enabled: bool
     vms: int
     max_vms: int
     total_users: int
     max_users_per_vm: int
+    pools: List[Pool]
 
 
 class Health(TypedDict):

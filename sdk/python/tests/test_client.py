@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -218,6 +219,32 @@ def test_templates(client: Client) -> None:
     client.delete_template(name)
     with pytest.raises(NotFoundError):
         client.get_template(name)
+
+
+def test_pool_status_and_claim(client: Client) -> None:
+    name = "pypool-" + uuid.uuid4().hex[:8]
+    client.create_template({"name": name, "image": "img/t:1", "pool_size": 1, "setup": ["echo warm > w.txt"]})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            pools = {p["name"]: p for p in client.pool_status()["pools"]}
+            pool = pools.get("template:" + name)
+            if pool is not None and pool["ready"] == 1:
+                break
+            assert time.monotonic() < deadline, f"pool never filled: {pools}"
+            time.sleep(0.05)
+        assert pool["target"] == 1 and pool["template"] == name and pool["policy"] == "cold"
+        st = client.pool_status()
+        assert st["enabled"] is True and st["max_users_per_vm"] == 1
+        s = client.spawn_template(name, owner_id="py-pool")
+        try:
+            assert client.read_text(s.id, "w.txt") == "warm\n"
+            claimed = {p["name"]: p for p in client.pool_status()["pools"]}["template:" + name]["claimed"]
+            assert claimed == 1
+        finally:
+            client.destroy(s.id)
+    finally:
+        client.delete_template(name)
 
 
 def test_system(client: Client) -> None:

@@ -158,12 +158,30 @@ export interface Snapshot {
   created_at: string;
 }
 
+export interface Pool {
+  name: string;
+  template: string | null;
+  image: string;
+  provider: string;
+  memory_mb: number;
+  vcpus: number;
+  policy: "cold" | "reject";
+  target: number;
+  ready: number;
+  creating: number;
+  claimed: number;
+  misses: number;
+  failures: number;
+  problem: string | null;
+}
+
 export interface PoolStatus {
   enabled: boolean;
   vms: number;
   max_vms: number;
   total_users: number;
   max_users_per_vm: number;
+  pools: Pool[];
 }
 
 export interface Health {

@@ -205,6 +205,33 @@ test("templates", async () => {
   await assert.rejects(c.getTemplate(name), NotFoundError);
 });
 
+test("pool status and a claim", async () => {
+  const name = "tspool-" + uid();
+  await c.createTemplate({ name, image: "img/t:1", pool_size: 1, setup: ["echo warm > w.txt"] });
+  try {
+    const find = async () => (await c.poolStatus()).pools.find((p) => p.name === "template:" + name);
+    const deadline = Date.now() + 60_000;
+    let pool = await find();
+    while (!pool || pool.ready !== 1) {
+      assert.ok(Date.now() < deadline, "pool never filled: " + JSON.stringify(pool));
+      await new Promise((r) => setTimeout(r, 50));
+      pool = await find();
+    }
+    assert.equal(pool.target, 1);
+    assert.equal(pool.template, name);
+    assert.equal(pool.policy, "cold");
+    const s = await c.spawnTemplate(name, { owner_id: "ts-pool" });
+    try {
+      assert.equal(await c.readText(s.id, "w.txt"), "warm\n");
+      assert.equal((await find()).claimed, 1);
+    } finally {
+      await c.destroy(s.id);
+    }
+  } finally {
+    await c.deleteTemplate(name);
+  }
+});
+
 test("system routes", async () => {
   const provs = await c.providers();
   assert.deepEqual(provs.map((p) => p.name), ["mock"]);
