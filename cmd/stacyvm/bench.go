@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,9 @@ type benchOptions struct {
 	image, provider, runtime string
 	n, fileMB, serverPID     int
 	raw                      bool
+	// pool names a warm pool of the server to time claims and refills of.
+	pool            string
+	poolConcurrency int
 }
 
 func (a *app) benchCmd() *cobra.Command {
@@ -34,7 +38,10 @@ func (a *app) benchCmd() *cobra.Command {
 default when the docker CLI is installed) the same image is timed with
 'docker run -d' and 'docker exec' in the same run, and the ratios are
 printed. With --server-pid the server's peak resident memory growth during
-the file round trip is measured (Linux /proc; the peak is reset first).`,
+the file round trip is measured (Linux /proc; the peak is reset first).
+With --pool, spawns that claim members of that warm pool are timed too,
+then how fast the pool refills, beside 'docker run -d' at the pool's
+concurrency (--pool-concurrency).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -50,7 +57,9 @@ the file round trip is measured (Linux /proc; the peak is reset first).`,
 	f.StringVar(&o.runtime, "runtime", "runc", "OCI runtime for the raw docker comparison")
 	f.IntVarP(&o.n, "iterations", "n", 20, "samples per measurement")
 	f.IntVar(&o.fileMB, "file-mb", 64, "size of the file round trip in MiB")
+	f.IntVar(&o.poolConcurrency, "pool-concurrency", 2, "the pool's refill concurrency, for the raw comparison")
 	f.IntVar(&o.serverPID, "server-pid", 0, "the server's PID, to measure its peak RSS growth")
+	f.StringVar(&o.pool, "pool", "", "a warm pool of the server (its target at least -n): time claims from it and its refill")
 	_, dockerErr := exec.LookPath("docker")
 	f.BoolVar(&o.raw, "raw", dockerErr == nil, "also time the docker CLI in the same run")
 	return cmd
@@ -70,6 +79,12 @@ func runBench(ctx context.Context, c *client.Client, o benchOptions, out io.Writ
 			float64(api.Percentile(0.95))/float64(raw.Percentile(0.95)))
 	}
 
+	if o.pool != "" {
+		// A pool still filling would slow the cold spawns down.
+		if _, err := waitPool(ctx, c, o.pool, func(p client.Pool) bool { return p.Ready == p.Target && p.Creating == 0 }); err != nil {
+			return err
+		}
+	}
 	// Spawn, destroying each sandbox outside the timing.
 	spawn := &latency.Sample{}
 	for range o.n {
@@ -92,6 +107,12 @@ func runBench(ctx context.Context, c *client.Client, o benchOptions, out io.Writ
 		}
 		line("docker run -d", rawSpawn)
 		ratio("spawn api/raw", spawn, rawSpawn)
+	}
+
+	if o.pool != "" {
+		if err := benchPool(ctx, c, o, spawn, line, ratio, out); err != nil {
+			return err
+		}
 	}
 
 	sb, err := c.Spawn(ctx, client.SpawnRequest{Image: o.image, Provider: o.provider, TTL: 10 * time.Minute})
@@ -161,6 +182,117 @@ func benchFile(ctx context.Context, c *client.Client, id string, o benchOptions,
 		}
 	}
 	return c.DeleteFile(ctx, id, "/tmp/bench.bin", false)
+}
+
+// benchPool times o.n spawns that claim members of the warm pool o.pool
+// (waiting first until it is full; each claim finds a member), then the
+// refill of those n members, beside o.n 'docker run -d' run o.poolConcurrency
+// at a time: the same work as the pool's refill without StacyVM.
+func benchPool(ctx context.Context, c *client.Client, o benchOptions, cold *latency.Sample,
+	line func(string, *latency.Sample), ratio func(string, *latency.Sample, *latency.Sample), out io.Writer) error {
+	pool, err := waitPool(ctx, c, o.pool, func(p client.Pool) bool { return p.Ready == p.Target && p.Creating == 0 })
+	if err != nil {
+		return err
+	}
+	if pool.Target < o.n {
+		return usagef("pool %s keeps %d members, fewer than -n %d", o.pool, pool.Target, o.n)
+	}
+	req := client.SpawnRequest{Image: pool.Image, Provider: pool.Provider, MemoryMB: pool.MemoryMB, VCPUs: pool.VCPUs, TTL: 10 * time.Minute}
+	if pool.Template != nil {
+		req = client.SpawnRequest{Template: *pool.Template, TTL: 10 * time.Minute}
+	}
+	claims := &latency.Sample{}
+	var ids []string
+	defer func() {
+		for _, id := range ids {
+			_ = c.Destroy(context.WithoutCancel(ctx), id)
+		}
+	}()
+	before := pool.Claimed
+	// The refill starts with the first claim.
+	refillStart := time.Now()
+	for range o.n {
+		t0 := time.Now()
+		sb, err := c.Spawn(ctx, req)
+		if err != nil {
+			return err
+		}
+		claims.Add(time.Since(t0))
+		ids = append(ids, sb.ID)
+	}
+	line("pool claim (api)", claims)
+	ratio("claim/cold spawn", claims, cold)
+	after, err := waitPool(ctx, c, o.pool, func(p client.Pool) bool { return p.Ready == p.Target && p.Creating == 0 })
+	if err != nil {
+		return err
+	}
+	refill := time.Since(refillStart)
+	if got := after.Claimed - before; got != int64(o.n) {
+		return fmt.Errorf("bench: %d of %d spawns claimed a member of pool %s", got, o.n, o.pool)
+	}
+	fmt.Fprintf(out, "%-24s %d members in %.2f s: %.2f/s (pool concurrency)\n", "pool refill", o.n, refill.Seconds(), float64(o.n)/refill.Seconds())
+	if o.raw {
+		conc := max(o.poolConcurrency, 1)
+		t0 := time.Now()
+		errs := make(chan error, o.n)
+		sem := make(chan struct{}, conc)
+		cids := make(chan string, o.n)
+		for range o.n {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				cid, err := docker(ctx, "run", "-d", "--runtime", o.runtime, "--network", "none", o.image, "sleep", "600")
+				errs <- err
+				cids <- cid
+			}()
+		}
+		var failed error
+		for range o.n {
+			if err := <-errs; err != nil && failed == nil {
+				failed = err
+			}
+		}
+		raw := time.Since(t0)
+		close(cids)
+		for cid := range cids {
+			if cid != "" {
+				_, _ = docker(context.WithoutCancel(ctx), "rm", "-f", cid)
+			}
+		}
+		if failed != nil {
+			return failed
+		}
+		fmt.Fprintf(out, "%-24s %d containers in %.2f s: %.2f/s (%d at a time)\n", "docker run -d", o.n, raw.Seconds(), float64(o.n)/raw.Seconds(), conc)
+		fmt.Fprintf(out, "%-24s %.2fx\n", "refill time pool/raw", refill.Seconds()/raw.Seconds())
+	}
+	return nil
+}
+
+// waitPool polls the pool status until the pool called name satisfies ok
+// (at most five minutes).
+func waitPool(ctx context.Context, c *client.Client, name string, ok func(client.Pool) bool) (client.Pool, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		st, err := c.PoolStatus(ctx)
+		if err != nil {
+			return client.Pool{}, err
+		}
+		i := slices.IndexFunc(st.Pools, func(p client.Pool) bool { return p.Name == name })
+		if i < 0 {
+			return client.Pool{}, usagef("the server has no pool %q", name)
+		}
+		if ok(st.Pools[i]) {
+			return st.Pools[i], nil
+		}
+		if time.Now().After(deadline) {
+			return st.Pools[i], fmt.Errorf("bench: pool %s did not fill in 5 minutes: %+v", name, st.Pools[i])
+		}
+		select {
+		case <-ctx.Done():
+			return client.Pool{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func dockerRuns(ctx context.Context, o benchOptions) (*latency.Sample, error) {

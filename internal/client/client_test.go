@@ -509,6 +509,9 @@ func TestProvidersAndSnapshots(t *testing.T) {
 	if err != nil || len(snaps) != 0 {
 		t.Errorf("Snapshots = %v, %v; the mock keeps none", snaps, err)
 	}
+	if ps, err := c.PoolStatus(ctx); err != nil || ps.Enabled || ps.Pools == nil || len(ps.Pools) != 0 {
+		t.Errorf("PoolStatus = %+v, %v; want disabled with an empty list", ps, err)
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {

@@ -94,6 +94,41 @@ func (c *Client) Snapshots(ctx context.Context) ([]Snapshot, error) {
 	return out, err
 }
 
+// PoolStatus is GET /pool/status: the warm pools (docs/pools.md).
+type PoolStatus struct {
+	Enabled       bool   `json:"enabled"`
+	VMs           int    `json:"vms"`
+	MaxVMs        int    `json:"max_vms"`
+	TotalUsers    int    `json:"total_users"`
+	MaxUsersPerVM int    `json:"max_users_per_vm"`
+	Pools         []Pool `json:"pools"`
+}
+
+// Pool is one warm pool.
+type Pool struct {
+	Name     string  `json:"name"`
+	Template *string `json:"template"`
+	Image    string  `json:"image"`
+	Provider string  `json:"provider"`
+	MemoryMB int     `json:"memory_mb"`
+	VCPUs    int     `json:"vcpus"`
+	Policy   string  `json:"policy"`
+	Target   int     `json:"target"`
+	Ready    int     `json:"ready"`
+	Creating int     `json:"creating"`
+	Claimed  int64   `json:"claimed"`
+	Misses   int64   `json:"misses"`
+	Failures int64   `json:"failures"`
+	Problem  *string `json:"problem"`
+}
+
+// PoolStatus reports every warm pool.
+func (c *Client) PoolStatus(ctx context.Context) (PoolStatus, error) {
+	var out PoolStatus
+	err := c.do(ctx, call{method: http.MethodGet, path: "/pool/status"}, &out)
+	return out, err
+}
+
 // Health is the server's liveness report.
 type Health struct {
 	Status  string `json:"status"`
