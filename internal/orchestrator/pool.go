@@ -122,7 +122,11 @@ func (m *Manager) SpawnMember(ctx context.Context, pool string, spec PoolSpec) (
 // pooled (claimed, replaced, reconciled away) is errdefs.ErrConflict; the
 // caller tries another.
 func (m *Manager) ClaimMember(ctx context.Context, id string, req SpawnRequest) (store.Sandbox, error) {
-	defer m.lockID(id)()
+	unlock, err := m.lockSandbox(ctx, id)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	defer unlock()
 	sb, err := m.store.GetSandbox(ctx, id)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
