@@ -481,3 +481,88 @@ func TestEnvironmentRegistryPush(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvironmentArtifactsForPRootAndFirecracker builds with the proot
+// and firecracker targets through the real server: the PRoot root file
+// system lands in the PRoot provider's images directory, where a PRoot
+// sandbox spawns it by the same image name and finds jq and the Python
+// package; the Firecracker root file system is built by the build-image
+// path. Both record a digest and a size.
+func TestEnvironmentArtifactsForPRootAndFirecracker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images on dockerd; skipped in -short mode")
+	}
+	requireDockerImage(t, "stacyvm/debian:test")
+	if _, err := exec.LookPath("proot"); err != nil {
+		if os.Getenv("STACYVM_TEST_PROOT") == "1" {
+			t.Fatal("needs proot (scripts/ci/proot-up.sh)")
+		}
+		t.Skip("needs proot (scripts/ci/proot-up.sh)")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("needs mkfs.ext4 (e2fsprogs) for the Firecracker root file system")
+	}
+	bin := buildBinaries(t)
+	ix := envstest.Serve(t, envWheel)
+	images := t.TempDir()
+	// Firecracker's state directory must be short (unix socket paths).
+	fcState, err := os.MkdirTemp("", "fc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(fcState) })
+	// PRoot's unprivileged sandbox users must traverse the images directory.
+	if err := os.Chmod(images, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yaml := envConfig(t.TempDir(), ix.URL, "")
+	yaml = strings.Replace(yaml, "provider:\n  enabled: [docker]\n", "provider:\n  enabled: [docker, proot]\n", 1) +
+		"proot:\n  images_dir: " + images + "\nfirecracker:\n  state_dir: " + fcState + "\n"
+	s := startEnvServer(t, bin, t.TempDir(), yaml)
+	ctx := t.Context()
+
+	spec, err := s.client.CreateEnvSpec(ctx, client.EnvSpec{OwnerID: "alice", Name: "everywhere", BaseImage: "stacyvm/debian:test",
+		AptPackages: []string{"jq"}, PythonPackages: []string{"stacyhello==1.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.client.CreateEnvBuild(ctx, spec.ID, []string{"proot", "firecracker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerRemoveImage(t, b.Image)
+	end, err := s.client.FollowEnvBuild(ctx, b.ID, io.Discard)
+	if err != nil || end.Status != "ready" {
+		cur, _ := s.client.GetEnvBuild(ctx, b.ID)
+		t.Fatalf("build: %+v, %v; log:\n%s", end, err, cur.Log)
+	}
+	b, err = s.client.GetEnvBuild(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]client.EnvArtifact{}
+	for _, a := range b.Artifacts {
+		got[a.Target] = a
+	}
+	for _, target := range []string{"local", "proot", "firecracker"} {
+		a := got[target]
+		if a.Ref == "" || !strings.HasPrefix(a.Digest, "sha256:") || a.Size <= 0 {
+			t.Errorf("artifact %s = %+v, want a reference, a digest and a size", target, a)
+		}
+	}
+
+	sb, err := s.client.Spawn(ctx, client.SpawnRequest{Image: got["proot"].Ref, Provider: "proot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.client.Destroy(context.Background(), sb.ID) })
+	for _, tc := range []struct{ cmd, want string }{
+		{`jq -n '"a"+"b"'`, `"ab"`},
+		{`python3 -c 'import stacyhello; print(stacyhello.greet())'`, "hello from stacyhello"},
+	} {
+		res, err := s.client.Exec(ctx, sb.ID, client.ExecRequest{Command: tc.cmd})
+		if err != nil || res.ExitCode != 0 || strings.TrimSpace(res.Stdout) != tc.want {
+			t.Errorf("%s on PRoot: %+v, %v", tc.cmd, res, err)
+		}
+	}
+}

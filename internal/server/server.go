@@ -267,7 +267,11 @@ func environments(ctx context.Context, cfg *config.Config, st store.Store, log *
 		BuildTimeout: e.BuildTimeout,
 		Registry:     environmentRegistry(cfg),
 		Firecracker: func(ctx context.Context, image string) (string, string, int64, error) {
-			img, err := firecracker.BuildImage(ctx, FirecrackerConfig(cfg, log), image)
+			fc := FirecrackerConfig(cfg, log)
+			// Building an image touches only the shared image cache in
+			// state_dir, not this server's VM directories.
+			fc.SandboxesDir = ""
+			img, err := firecracker.BuildImage(ctx, fc, image)
 			return image, img.Digest, img.Size, err
 		},
 		Logger: log.With("component", "environments"),
