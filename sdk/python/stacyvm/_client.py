@@ -124,10 +124,16 @@ class Client:
         metadata: Optional[Mapping[str, str]] = None,
         disk_mb: Optional[int] = None,
         network: Optional[str] = None,
+        idle_timeout: Optional[int] = None,
+        on_idle: Optional[str] = None,
     ) -> Sandbox:
-        """POST /api/v1/sandboxes. ``ttl`` is seconds or a Go duration ("30m")."""
+        """POST /api/v1/sandboxes. ``ttl`` is seconds or a Go duration ("30m").
+        ``idle_timeout`` (integer seconds) and ``on_idle`` ("pause" or
+        "destroy"): what the server does to the sandbox after that long
+        without activity."""
         body = ops.spawn_body(image=image, provider=provider, memory_mb=memory_mb, vcpus=vcpus, ttl=ttl,
-                              template=template, owner_id=owner_id, metadata=metadata, disk_mb=disk_mb, network=network)
+                              template=template, owner_id=owner_id, metadata=metadata, disk_mb=disk_mb, network=network,
+                              idle_timeout=idle_timeout, on_idle=on_idle)
         return Sandbox.from_json(self._json(ops.Op("POST", f"{ops.API}/sandboxes", json=body)))
 
     @contextlib.contextmanager
@@ -150,6 +156,19 @@ class Client:
 
     def extend(self, sandbox_id: str, ttl: Duration) -> Sandbox:
         return Sandbox.from_json(self._json(ops.Op("POST", ops.sb(sandbox_id, "/extend"), json={"ttl": ops.duration(ttl)})))
+
+    def pause(self, sandbox_id: str) -> Sandbox:
+        """Freeze a running sandbox (state ``paused``); its memory and files
+        stay. Exec, file operations and terminals resume it first (unless the
+        server sets ``sandbox.auto_resume: false``). ConflictError (409) in a
+        state that cannot pause; UnimplementedError (501) on a provider
+        without ``capabilities.pause``."""
+        return Sandbox.from_json(self._json(ops.Op("POST", ops.sb(sandbox_id, "/pause"))))
+
+    def resume(self, sandbox_id: str) -> Sandbox:
+        """Thaw a paused sandbox (state ``running``); ConflictError (409) when
+        it is not paused."""
+        return Sandbox.from_json(self._json(ops.Op("POST", ops.sb(sandbox_id, "/resume"))))
 
     def destroy(self, sandbox_id: str) -> None:
         self._send(ops.Op("DELETE", ops.sb(sandbox_id)))

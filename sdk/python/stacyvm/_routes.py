@@ -9,6 +9,8 @@ ROUTES = {
     "getSandbox": "get",
     "destroySandbox": "destroy",
     "extendSandbox": "extend",
+    "pauseSandbox": "pause",
+    "resumeSandbox": "resume",
     "exec": "exec_stream",  # and exec (buffered)
     "sandboxLogs": "logs",
     "writeFile": "write_file",
@@ -52,6 +54,4 @@ NOT_WRAPPED = {
     "cancelEnvironmentBuild": "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
     "getEnvironmentSpawnConfig": "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
     "followEnvironmentBuildLog": "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-    "pauseSandbox": "new lifecycle extension (docs/lifecycle.md), not wrapped yet: POST /api/v1/sandboxes/{id}/pause",
-    "resumeSandbox": "new lifecycle extension (docs/lifecycle.md), not wrapped yet: POST /api/v1/sandboxes/{id}/resume",
 }

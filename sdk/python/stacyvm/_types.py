@@ -21,6 +21,8 @@ class Sandbox:
     metadata: Dict[str, str] = field(default_factory=dict)
     preview_domain: str = ""
     error: str = ""
+    idle_timeout: int = 0  # seconds without activity before on_idle (0: none)
+    on_idle: str = ""  # "pause" or "destroy"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Sandbox":
@@ -38,6 +40,8 @@ class Sandbox:
             metadata=dict(d.get("metadata") or {}),
             preview_domain=d.get("preview_domain", ""),
             error=d.get("error", ""),
+            idle_timeout=d.get("idle_timeout", 0),
+            on_idle=d.get("on_idle", ""),
         )
 
 
@@ -125,6 +129,8 @@ class Template(TypedDict, total=False):
     cpu_cores: int
     ttl_seconds: int
     pool_size: int
+    idle_timeout: int
+    on_idle: Optional[str]
     provider: Optional[str]
     created_at: str
     updated_at: str
@@ -142,6 +148,7 @@ class Capabilities(TypedDict):
     terminal: bool
     stdin: bool
     signals: bool
+    pause: bool
 
 
 class Provider(TypedDict, total=False):

@@ -35,6 +35,16 @@ async def test_async_everything(server, tmp_path: Path) -> None:
                 assert (await c.extend(sb.id, 3600)).expires_at > sb.expires_at
                 assert isinstance(await c.logs(sb.id), list)
 
+                assert (await c.pause(sb.id)).state == "paused"
+                with pytest.raises(ConflictError):
+                    await c.pause(sb.id)
+                assert (await c.resume(sb.id)).state == "running"
+                with pytest.raises(ConflictError):
+                    await c.resume(sb.id)
+                await c.pause(sb.id)
+                assert (await c.exec(sb.id, "echo awake")).stdout == "awake\n"
+                assert (await c.get(sb.id)).state == "running"
+
                 r = await c.exec(sb.id, "echo hi; exit 2")
                 assert (r.exit_code, r.stdout) == (2, "hi\n")
                 with pytest.raises(ExecTimeoutError) as e:

@@ -199,6 +199,48 @@ def test_large_streamed_upload_and_download(client: Client, sb, tmp_path: Path) 
     assert n == size
 
 
+def test_pause_resume(client: Client, sb) -> None:
+    assert client.provider("mock")["capabilities"]["pause"] is True
+    client.write_file(sb.id, "kept.txt", "still here")
+    p = client.pause(sb.id)
+    assert p.id == sb.id and p.state == "paused" and client.get(sb.id).state == "paused"
+    with pytest.raises(ConflictError) as e:
+        client.pause(sb.id)
+    assert e.value.status == 409 and "paused" in e.value.message and e.value.request_id
+    r = client.resume(sb.id)
+    assert r.state == "running" and client.read_text(sb.id, "kept.txt") == "still here"
+    with pytest.raises(ConflictError) as e:
+        client.resume(sb.id)
+    assert e.value.status == 409 and "running" in e.value.message
+    # A command on a paused sandbox resumes it first (sandbox.auto_resume).
+    client.pause(sb.id)
+    assert client.exec(sb.id, "cat kept.txt").stdout == "still here"
+    assert client.get(sb.id).state == "running"
+    with pytest.raises(NotFoundError):
+        client.pause("sb-00000000000000000000")
+
+
+def test_idle_timeout_round_trips(client: Client) -> None:
+    with client.sandbox(ttl="10m", idle_timeout=3600, on_idle="destroy") as s:
+        assert (s.idle_timeout, s.on_idle) == (3600, "destroy")
+        got = client.get(s.id)
+        assert (got.idle_timeout, got.on_idle) == (3600, "destroy")
+    with pytest.raises(BadRequestError):
+        client.spawn(ttl="10m", idle_timeout=60, on_idle="explode")
+    name = "idle-" + uuid.uuid4().hex[:8]
+    t = client.create_template({"name": name, "image": "img/t:1", "idle_timeout": 1800, "on_idle": "pause"})
+    try:
+        assert (t["idle_timeout"], t["on_idle"]) == (1800, "pause")
+        assert client.get_template(name)["idle_timeout"] == 1800
+        s = client.spawn_template(name, ttl="5m")
+        try:
+            assert (s.idle_timeout, s.on_idle) == (1800, "pause")
+        finally:
+            client.destroy(s.id)
+    finally:
+        client.delete_template(name)
+
+
 def test_templates(client: Client) -> None:
     name = "py-" + uuid.uuid4().hex[:8]
     t = client.create_template({"name": name, "image": "img/t:1", "setup": ["echo ready > setup.txt"],

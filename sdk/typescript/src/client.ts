@@ -181,6 +181,19 @@ export class Client {
     return this.json("POST", sb(id, "/extend"), { json: { ttl: duration(ttl) }, ...call });
   }
 
+  /** Freezes a running sandbox (state "paused"); memory and files stay. Exec,
+   * file operations and terminals resume it first unless the server sets
+   * sandbox.auto_resume: false. ConflictError (409) in a state that cannot
+   * pause; UnimplementedError (501) without capabilities.pause. */
+  pause(id: string, call: CallOptions = {}): Promise<Sandbox> {
+    return this.json("POST", sb(id, "/pause"), call);
+  }
+
+  /** Thaws a paused sandbox (state "running"); ConflictError (409) when it is not paused. */
+  resume(id: string, call: CallOptions = {}): Promise<Sandbox> {
+    return this.json("POST", sb(id, "/resume"), call);
+  }
+
   destroy(id: string, call: CallOptions = {}): Promise<void> {
     return this.none("DELETE", sb(id), call);
   }

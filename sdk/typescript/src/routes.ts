@@ -8,6 +8,8 @@ export const ROUTES: Record<string, string> = {
   getSandbox: "get",
   destroySandbox: "destroy",
   extendSandbox: "extend",
+  pauseSandbox: "pause",
+  resumeSandbox: "resume",
   exec: "execStream", // and exec (buffered)
   sandboxLogs: "logs",
   writeFile: "writeFile",
@@ -60,8 +62,4 @@ export const NOT_WRAPPED: Record<string, string> = {
     "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
   followEnvironmentBuildLog:
     "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  pauseSandbox:
-    "new lifecycle extension (docs/lifecycle.md), not wrapped yet: POST /api/v1/sandboxes/{id}/pause",
-  resumeSandbox:
-    "new lifecycle extension (docs/lifecycle.md), not wrapped yet: POST /api/v1/sandboxes/{id}/resume",
 };

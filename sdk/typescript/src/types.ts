@@ -137,6 +137,8 @@ export interface Capabilities {
   terminal?: boolean;
   stdin?: boolean;
   signals?: boolean;
+  /** POST …/pause and …/resume work. */
+  pause?: boolean;
 }
 
 export interface Provider {

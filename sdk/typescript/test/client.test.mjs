@@ -184,6 +184,50 @@ test("files: text, binary, streamed large upload and download", async () => {
   });
 });
 
+test("pause, resume, exec resumes a paused sandbox, 409 on illegal transitions", async () => {
+  assert.equal((await c.provider("mock")).capabilities.pause, true);
+  await c.withSandbox({ ttl: "10m" }, async (s) => {
+    await c.writeFile(s.id, "kept.txt", "still here");
+    const p = await c.pause(s.id);
+    assert.equal(p.id, s.id);
+    assert.equal(p.state, "paused");
+    assert.equal((await c.get(s.id)).state, "paused");
+    await assert.rejects(c.pause(s.id), (e) => e instanceof ConflictError && e.status === 409 && /paused/.test(e.message));
+    assert.equal((await c.resume(s.id)).state, "running");
+    assert.equal(await c.readText(s.id, "kept.txt"), "still here");
+    await assert.rejects(c.resume(s.id), (e) => e instanceof ConflictError && e.status === 409 && /running/.test(e.message));
+    await c.pause(s.id);
+    assert.equal((await c.exec(s.id, "cat kept.txt")).stdout, "still here");
+    assert.equal((await c.get(s.id)).state, "running");
+  });
+  await assert.rejects(c.pause("sb-00000000000000000000"), NotFoundError);
+});
+
+test("idle_timeout and on_idle round-trip on spawns and templates", async () => {
+  await c.withSandbox({ ttl: "10m", idle_timeout: 3600, on_idle: "destroy" }, async (s) => {
+    assert.equal(s.idle_timeout, 3600);
+    assert.equal(s.on_idle, "destroy");
+    const got = await c.get(s.id);
+    assert.equal(got.idle_timeout, 3600);
+    assert.equal(got.on_idle, "destroy");
+  });
+  const name = "idle-" + uid();
+  const t = await c.createTemplate({ name, image: "img/t:1", idle_timeout: 1800, on_idle: "pause" });
+  try {
+    assert.equal(t.idle_timeout, 1800);
+    assert.equal(t.on_idle, "pause");
+    const s = await c.spawnTemplate(name, { ttl: "5m" });
+    try {
+      assert.equal(s.idle_timeout, 1800);
+      assert.equal(s.on_idle, "pause");
+    } finally {
+      await c.destroy(s.id);
+    }
+  } finally {
+    await c.deleteTemplate(name);
+  }
+});
+
 test("templates", async () => {
   const name = "ts-" + uid();
   const t = await c.createTemplate({ name, image: "img/t:1", setup: ["echo ready > setup.txt"], env: { T: "1" }, ttl_seconds: 600 });
