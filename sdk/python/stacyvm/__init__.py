@@ -29,6 +29,12 @@ from ._errors import (
     UnsupportedMediaTypeError,
 )
 from ._types import (
+    BuildArtifact,
+    BuildLogFrame,
+    EnvironmentBuild,
+    EnvironmentBuildEntry,
+    EnvironmentSpec,
+    SpawnConfig,
     Event,
     ExecEvent,
     ExecResult,
@@ -55,4 +61,5 @@ __all__ = [
     "StacyVMError", "UnavailableError", "UnimplementedError", "UnsupportedMediaTypeError",
     "Event", "ExecEvent", "ExecResult", "FileInfo", "Health", "MetricsSummary", "Pool", "PoolStatus",
     "Provider", "Sandbox", "Snapshot", "StreamChunk", "StreamExit", "Template",
+    "BuildArtifact", "BuildLogFrame", "EnvironmentBuild", "EnvironmentBuildEntry", "EnvironmentSpec", "SpawnConfig",
 ]

@@ -12,6 +12,10 @@ from . import _ops as ops
 from ._client import DEFAULT_URL, Duration, Mode, Source, _headers, _raise_for
 from ._terminal import AsyncTerminal, terminal_url
 from ._types import (
+    BuildLogFrame,
+    EnvironmentBuild,
+    EnvironmentBuildEntry,
+    EnvironmentSpec,
     Event,
     ExecEvent,
     ExecResult,
@@ -22,6 +26,7 @@ from ._types import (
     Provider,
     Sandbox,
     Snapshot,
+    SpawnConfig,
     StreamExit,
     Template,
 )
@@ -281,6 +286,58 @@ class AsyncClient:
                        owner_id: Optional[str] = None, metadata: Optional[Mapping[str, str]] = None) -> Sandbox:
         body = ops.spawn_body(provider=provider, ttl=ttl, owner_id=owner_id, metadata=metadata)
         return Sandbox.from_json(await self._json(ops.Op("POST", f"{ops.API}/templates/{ops.seg(name)}/spawn", json=body)))
+
+    # -- environments (docs/environments.md) ----------------------------
+
+    async def create_environment_spec(self, name: str, base_image: str, python_packages: Sequence[str] = (), *,
+                                apt_packages: Optional[Sequence[str]] = None, python_version: Optional[str] = None,
+                                owner_id: Optional[str] = None) -> EnvironmentSpec:
+        """An image recipe; BadRequestError for an invalid one, ConflictError
+        when the owner has a spec of that name."""
+        body = ops.spec_body(name, base_image, python_packages, apt_packages, python_version, owner_id)
+        return await self._json(ops.Op("POST", f"{ops.ENV}/specs", json=body))  # type: ignore[no-any-return]
+
+    async def list_environment_specs(self, owner_id: Optional[str] = None) -> List[EnvironmentSpec]:
+        params = ops.compact({"owner_id": owner_id})
+        return await self._json(ops.Op("GET", f"{ops.ENV}/specs", params=params))  # type: ignore[no-any-return]
+
+    async def get_environment_spec(self, spec_id: str) -> EnvironmentSpec:
+        return await self._json(ops.Op("GET", f"{ops.ENV}/specs/{ops.seg(spec_id)}"))  # type: ignore[no-any-return]
+
+    async def create_environment_build(self, spec_id: str, targets: Optional[Sequence[str]] = None) -> EnvironmentBuild:
+        """Queue a build of a spec (targets default to ``["local"]``)."""
+        body = ops.build_body(spec_id, targets)
+        return await self._json(ops.Op("POST", f"{ops.ENV}/builds", json=body))  # type: ignore[no-any-return]
+
+    async def list_environment_builds(self, owner_id: Optional[str] = None,
+                                limit: Optional[int] = None) -> List[EnvironmentBuildEntry]:
+        params = ops.compact({"owner_id": owner_id, "limit": str(limit) if limit is not None else None})
+        return await self._json(ops.Op("GET", f"{ops.ENV}/builds", params=params))  # type: ignore[no-any-return]
+
+    async def get_environment_build(self, build_id: str) -> EnvironmentBuild:
+        return await self._json(ops.Op("GET", f"{ops.ENV}/builds/{ops.seg(build_id)}"))  # type: ignore[no-any-return]
+
+    async def cancel_environment_build(self, build_id: str) -> EnvironmentBuild:
+        """Cancel a queued or running build; ConflictError once it finished."""
+        return await self._json(ops.Op("POST", f"{ops.ENV}/builds/{ops.seg(build_id)}/cancel"))  # type: ignore[no-any-return]
+
+    async def environment_spawn_config(self, build_id: str) -> SpawnConfig:
+        return await self._json(ops.Op("GET", f"{ops.ENV}/builds/{ops.seg(build_id)}/spawn-config"))  # type: ignore[no-any-return]
+
+    async def follow_environment_build_log(self, build_id: str) -> AsyncIterator[BuildLogFrame]:
+        """Yield the build's log as it is written, ending with the frame
+        whose ``type`` is "status" (IncompleteStreamError if the stream ends
+        without it). Leaving the loop early only stops following."""
+        async with self._stream(ops.Op("GET", f"{ops.ENV}/builds/{ops.seg(build_id)}/logs",
+                                 headers={"Accept": "application/x-ndjson"})) as resp:
+            async for line in resp.aiter_lines():
+                f = ops.parse_build_log(line)
+                if f is None:
+                    continue
+                yield f  # type: ignore[misc]
+                if f.get("type") == "status":
+                    return
+        raise ops.build_log_incomplete()
 
     # -- system ---------------------------------------------------------
 

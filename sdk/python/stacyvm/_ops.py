@@ -60,6 +60,31 @@ def spawn_body(**kw: Any) -> Dict[str, Any]:
     return compact(kw)
 
 
+ENV = f"{API}/environments"
+
+
+def spec_body(name: str, base_image: str, python_packages: Sequence[str], apt_packages: Optional[Sequence[str]],
+              python_version: Optional[str], owner_id: Optional[str]) -> Dict[str, Any]:
+    return compact({"name": name, "base_image": base_image, "python_packages": list(python_packages),
+                    "apt_packages": list(apt_packages) if apt_packages is not None else None,
+                    "python_version": python_version, "owner_id": owner_id})
+
+
+def build_body(spec_id: str, targets: Optional[Sequence[str]]) -> Dict[str, Any]:
+    return compact({"spec_id": spec_id, "targets": list(targets) if targets is not None else None})
+
+
+def parse_build_log(line: str) -> Optional[Dict[str, Any]]:
+    """One NDJSON line of a followed build log (None for a blank line)."""
+    if not line.strip():
+        return None
+    return dict(json.loads(line))
+
+
+def build_log_incomplete() -> IncompleteStreamError:
+    return IncompleteStreamError("build log ended without the build's status")
+
+
 def exec_body(
     command: str,
     args: Optional[Sequence[str]],

@@ -210,3 +210,71 @@ class MetricsSummary(TypedDict, total=False):
     events_published_total: int
     providers_loaded: List[str]
     providers_declined: List[str]
+
+
+class EnvironmentSpec(TypedDict, total=False):
+    """An owner's image recipe (docs/environments.md)."""
+
+    id: str
+    owner_id: str
+    name: str
+    base_image: str
+    python_packages: List[str]
+    apt_packages: List[str]
+    python_version: str
+    created_at: str
+
+
+class BuildArtifact(TypedDict):
+    target: str
+    ref: str
+    digest: str
+    size: int
+
+
+class EnvironmentBuild(TypedDict, total=False):
+    """A build of a spec: ``status`` is queued, building, ready, failed or canceled."""
+
+    id: str
+    spec_id: str
+    owner_id: str
+    status: str
+    targets: List[str]
+    image: str
+    log: str
+    reason: str
+    attempts: int
+    artifacts: List[BuildArtifact]
+    created_at: str
+    updated_at: str
+    started_at: str
+    finished_at: str
+
+
+class EnvironmentBuildEntry(TypedDict):
+    """One row of list_environment_builds."""
+
+    build: EnvironmentBuild
+    spec: EnvironmentSpec
+
+
+class SpawnConfig(TypedDict):
+    """spawn(image, provider=provider) runs the build's image."""
+
+    build_id: str
+    ready: bool
+    image: str
+    provider: str
+
+
+class BuildLogFrame(TypedDict, total=False):
+    """One line of a followed build log: ``data`` (output), ``skipped``
+    (bytes the log's bound dropped first), or the last one, ``type``
+    "status" with ``status``, ``image`` and ``reason``."""
+
+    type: str
+    data: str
+    skipped: int
+    status: str
+    reason: str
+    image: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from stacyvm import (
     SandboxFileNotFoundError,
     StreamChunk,
     StreamExit,
+    UnavailableError,
 )
 
 
@@ -139,3 +141,27 @@ async def test_async_everything(server, tmp_path: Path) -> None:
         with pytest.raises(AuthError) as a:
             await bad.list()
         assert a.value.request_id
+
+
+async def test_async_environments(server) -> None:
+    async with client_for(server) as c:
+        owner = "envs-" + uuid.uuid4().hex[:8]
+        try:
+            spec = await c.create_environment_spec("tools", "stacyvm/busybox:test", owner_id=owner)
+        except UnavailableError:
+            assert os.environ.get("STACYVM_TEST_DOCKER") != "1"
+            with pytest.raises(UnavailableError):
+                await c.get_environment_build("envb-none")
+            return
+        assert (await c.get_environment_spec(spec["id"]))["name"] == "tools"
+        assert [x["id"] for x in await c.list_environment_specs(owner_id=owner)] == [spec["id"]]
+        with pytest.raises(ConflictError):
+            await c.create_environment_spec("tools", "stacyvm/busybox:test", owner_id=owner)
+        b = await c.create_environment_build(spec["id"], targets=["local"])
+        frames = [f async for f in c.follow_environment_build_log(b["id"])]
+        assert frames[-1]["type"] == "status" and frames[-1]["status"] == "ready", frames
+        assert (await c.get_environment_build(b["id"]))["status"] == "ready"
+        assert [r["build"]["id"] for r in await c.list_environment_builds(owner_id=owner)] == [b["id"]]
+        assert (await c.environment_spawn_config(b["id"]))["image"] == frames[-1]["image"]
+        with pytest.raises(ConflictError):
+            await c.cancel_environment_build(b["id"])

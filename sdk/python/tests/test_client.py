@@ -33,6 +33,7 @@ from stacyvm import (
     StacyVMError,
     StreamChunk,
     StreamExit,
+    UnavailableError,
     UnimplementedError,
     UnsupportedMediaTypeError,
 )
@@ -239,6 +240,63 @@ def test_idle_timeout_round_trips(client: Client) -> None:
             client.destroy(s.id)
     finally:
         client.delete_template(name)
+
+
+ENV_METHODS = [
+    ("list_environment_specs", ()), ("get_environment_spec", ("envs-none",)),
+    ("create_environment_build", ("envs-none",)), ("list_environment_builds", ()),
+    ("get_environment_build", ("envb-none",)), ("cancel_environment_build", ("envb-none",)),
+    ("environment_spawn_config", ("envb-none",)),
+]
+
+
+def test_environments(client: Client) -> None:
+    owner = "envs-" + uuid.uuid4().hex[:8]
+    try:
+        spec = client.create_environment_spec("tools", "stacyvm/busybox:test", owner_id=owner)
+    except UnavailableError as e:
+        # The server builds environments only when dockerd answers; CI
+        # (STACYVM_TEST_DOCKER=1) always has it.
+        assert os.environ.get("STACYVM_TEST_DOCKER") != "1", e
+        assert e.status == 503 and e.hint
+        for name, args in ENV_METHODS:
+            with pytest.raises(UnavailableError):
+                getattr(client, name)(*args)
+        with pytest.raises(UnavailableError):
+            list(client.follow_environment_build_log("envb-none"))
+        return
+    assert spec["id"] and spec["owner_id"] == owner and spec["name"] == "tools"
+    assert spec["base_image"] == "stacyvm/busybox:test" and spec["python_packages"] == []
+    assert [x["id"] for x in client.list_environment_specs(owner_id=owner)] == [spec["id"]]
+    assert client.get_environment_spec(spec["id"]) == spec
+    with pytest.raises(ConflictError):
+        client.create_environment_spec("tools", "stacyvm/busybox:test", owner_id=owner)
+    with pytest.raises(BadRequestError) as e:
+        client.create_environment_spec("bad", "stacyvm/busybox:test", ["not a package!"], owner_id=owner)
+    assert "python_packages[0]" in e.value.message
+    with pytest.raises(NotFoundError):
+        client.get_environment_spec("envs-none")
+    with pytest.raises(BadRequestError):
+        client.create_environment_build(spec["id"], targets=["nowhere"])
+
+    # No packages on a local image: a quick build, followed to its end.
+    b = client.create_environment_build(spec["id"])
+    assert b["spec_id"] == spec["id"] and b["status"] in ("queued", "building", "ready") and b["targets"] == ["local"]
+    frames = list(client.follow_environment_build_log(b["id"]))
+    last = frames[-1]
+    assert last["type"] == "status" and last["status"] == "ready", frames
+    assert last["image"]
+    got = client.get_environment_build(b["id"])
+    assert got["status"] == "ready" and got["image"] == last["image"] and got["finished_at"]
+    assert [a["target"] for a in got["artifacts"]] == ["local"]
+    rows = client.list_environment_builds(owner_id=owner, limit=10)
+    assert [(r["build"]["id"], r["spec"]["id"]) for r in rows] == [(b["id"], spec["id"])]
+    cfg = client.environment_spawn_config(b["id"])
+    assert cfg == {"build_id": b["id"], "ready": True, "image": last["image"], "provider": cfg["provider"]}
+    with pytest.raises(ConflictError):
+        client.cancel_environment_build(b["id"])
+    with pytest.raises(NotFoundError):
+        list(client.follow_environment_build_log("envb-none"))
 
 
 def test_templates(client: Client) -> None:

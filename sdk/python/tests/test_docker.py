@@ -1,5 +1,6 @@
 """Smoke path on a real runtime: a second server with only the Docker
-provider spawns stacyvm/busybox:test. Runs when STACYVM_TEST_DOCKER=1
+provider spawns stacyvm/busybox:test, and an environment built on the same
+dockerd. Runs when STACYVM_TEST_DOCKER=1
 (scripts/test sets it after starting dockerd)."""
 
 from __future__ import annotations
@@ -32,5 +33,15 @@ def test_docker_smoke() -> None:
                         term.send("stty size; exit 5\n")
                         assert b"20 90" in term.read_until("20 90", timeout=60)
                         assert term.wait(timeout=60) == 5
+                # An environment built on this dockerd spawns where its
+                # spawn-config says.
+                spec = c.create_environment_spec("smoke", "stacyvm/busybox:test", owner_id="py-docker")
+                b = c.create_environment_build(spec["id"])
+                assert list(c.follow_environment_build_log(b["id"]))[-1]["status"] == "ready"
+                cfg = c.environment_spawn_config(b["id"])
+                assert cfg["ready"] and cfg["provider"] == "docker"
+                with c.sandbox(cfg["image"], provider=cfg["provider"], ttl="5m") as env_sb:
+                    assert c.get(env_sb.id).image == cfg["image"]
+                    assert c.exec(env_sb.id, "echo built").stdout == "built\n"
         finally:
             stop_server(srv)

@@ -1,12 +1,13 @@
 import { errorFrom, errorFromFrame, ExecTimeoutError, IncompleteStreamError, StacyVMError } from "./errors.js";
 import { keyProtocol, opened, Terminal, TERMINAL_PROTOCOL, type WebSocketConstructor } from "./terminal.js";
 import type {
-  CallOptions, Duration, ExecFrame, ExecOptions, ExecResult, FileInfo, Health, ListOptions, MetricsSummary,
-  Mode, PoolStatus, Provider, ProviderDetail, Sandbox, Snapshot, SpawnOptions, StacyEvent, Template,
+  BuildLogFrame, CallOptions, Duration, EnvironmentBuild, EnvironmentBuildEntry, EnvironmentSpec, EnvironmentSpecInput, ExecFrame, ExecOptions, ExecResult, FileInfo, Health, ListOptions, MetricsSummary,
+  Mode, PoolStatus, Provider, ProviderDetail, Sandbox, Snapshot, SpawnConfig, SpawnOptions, StacyEvent, Template,
   TemplateSpawnOptions, TerminalOptions, UploadSource,
 } from "./types.js";
 
 const API = "/api/v1";
+const ENV = `${API}/environments`;
 
 export interface ClientOptions {
   /** Sent as X-API-Key. */
@@ -384,6 +385,64 @@ export class Client {
 
   spawnTemplate(name: string, opts: TemplateSpawnOptions = {}, call: CallOptions = {}): Promise<Sandbox> {
     return this.json("POST", `${API}/templates/${seg(name)}/spawn`, { json: compact({ ...opts, ttl: duration(opts.ttl) }), ...call });
+  }
+
+  // -- environments (docs/environments.md) -----------------------------
+
+  /** An image recipe; BadRequestError for an invalid one, ConflictError when
+   * the owner has a spec of that name. */
+  createEnvironmentSpec(spec: EnvironmentSpecInput, call: CallOptions = {}): Promise<EnvironmentSpec> {
+    return this.json("POST", `${ENV}/specs`, { json: compact({ python_packages: [], ...spec }), ...call });
+  }
+
+  listEnvironmentSpecs(opts: { owner_id?: string } = {}, call: CallOptions = {}): Promise<EnvironmentSpec[]> {
+    return this.json("GET", `${ENV}/specs`, { query: { ...opts }, ...call });
+  }
+
+  getEnvironmentSpec(id: string, call: CallOptions = {}): Promise<EnvironmentSpec> {
+    return this.json("GET", `${ENV}/specs/${seg(id)}`, call);
+  }
+
+  /** Queues a build of a spec (targets default to ["local"]). */
+  createEnvironmentBuild(specId: string, targets?: string[], call: CallOptions = {}): Promise<EnvironmentBuild> {
+    return this.json("POST", `${ENV}/builds`, { json: compact({ spec_id: specId, targets }), ...call });
+  }
+
+  listEnvironmentBuilds(opts: { owner_id?: string; limit?: number } = {}, call: CallOptions = {}): Promise<EnvironmentBuildEntry[]> {
+    return this.json("GET", `${ENV}/builds`, { query: { owner_id: opts.owner_id, limit: opts.limit?.toString() }, ...call });
+  }
+
+  getEnvironmentBuild(id: string, call: CallOptions = {}): Promise<EnvironmentBuild> {
+    return this.json("GET", `${ENV}/builds/${seg(id)}`, call);
+  }
+
+  /** Cancels a queued or running build; ConflictError once it finished. */
+  cancelEnvironmentBuild(id: string, call: CallOptions = {}): Promise<EnvironmentBuild> {
+    return this.json("POST", `${ENV}/builds/${seg(id)}/cancel`, call);
+  }
+
+  environmentSpawnConfig(id: string, call: CallOptions = {}): Promise<SpawnConfig> {
+    return this.json("GET", `${ENV}/builds/${seg(id)}/spawn-config`, call);
+  }
+
+  /** Yields the build's log as it is written, ending with the frame whose
+   * type is "status" (IncompleteStreamError if the stream ends without it).
+   * Breaking out of the loop only stops following. */
+  async *followEnvironmentBuildLog(id: string, call: CallOptions = {}): AsyncGenerator<BuildLogFrame> {
+    const resp = await this.request("GET", `${ENV}/builds/${seg(id)}/logs`, {
+      headers: { Accept: "application/x-ndjson" }, ...call,
+    });
+    for await (const line of lines(resp)) {
+      if (!line.trim()) continue;
+      const f = JSON.parse(line);
+      if (f.type === "status") {
+        yield { type: "status", status: f.status, image: f.image, reason: f.reason };
+        return;
+      }
+      if (typeof f.skipped === "number") yield { type: "skipped", skipped: f.skipped };
+      if (typeof f.data === "string") yield { type: "data", data: f.data };
+    }
+    throw new IncompleteStreamError("build log ended without the build's status");
   }
 
   // -- system ----------------------------------------------------------

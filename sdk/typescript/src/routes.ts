@@ -27,6 +27,15 @@ export const ROUTES: Record<string, string> = {
   updateTemplate: "updateTemplate",
   deleteTemplate: "deleteTemplate",
   spawnTemplate: "spawnTemplate",
+  createEnvironmentSpec: "createEnvironmentSpec",
+  listEnvironmentSpecs: "listEnvironmentSpecs",
+  getEnvironmentSpec: "getEnvironmentSpec",
+  createEnvironmentBuild: "createEnvironmentBuild",
+  listEnvironmentBuilds: "listEnvironmentBuilds",
+  getEnvironmentBuild: "getEnvironmentBuild",
+  cancelEnvironmentBuild: "cancelEnvironmentBuild",
+  getEnvironmentSpawnConfig: "environmentSpawnConfig",
+  followEnvironmentBuildLog: "followEnvironmentBuildLog",
   listProviders: "providers",
   getProvider: "provider",
   testProviders: "testProviders",
@@ -44,22 +53,4 @@ export const ROUTES: Record<string, string> = {
 export const NOT_WRAPPED: Record<string, string> = {
   execWebSocket: "execStream carries the same frames over NDJSON; browsers cannot send X-API-Key on a WebSocket",
   mcp: "the MCP endpoint is for MCP clients (docs/mcp.md)",
-  createEnvironmentSpec:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  listEnvironmentSpecs:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  getEnvironmentSpec:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  createEnvironmentBuild:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  listEnvironmentBuilds:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  getEnvironmentBuild:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  cancelEnvironmentBuild:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  getEnvironmentSpawnConfig:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
-  followEnvironmentBuildLog:
-    "environments are new in the server (issue 11); the SDKs wrap them next (issue 13); use the REST routes or `stacyvm env` (docs/environments.md)",
 };

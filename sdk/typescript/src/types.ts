@@ -237,3 +237,71 @@ export type UploadSource =
   | ReadableStream<Uint8Array>
   | AsyncIterable<Uint8Array>
   | Iterable<Uint8Array>;
+
+/** An owner's image recipe (docs/environments.md). */
+export interface EnvironmentSpec {
+  id: string;
+  owner_id: string;
+  name: string;
+  base_image: string;
+  python_packages: string[];
+  apt_packages: string[];
+  python_version?: string;
+  created_at: string;
+}
+
+export interface EnvironmentSpecInput {
+  name: string;
+  base_image: string;
+  python_packages?: string[];
+  apt_packages?: string[];
+  python_version?: string;
+  /** Default: the client's userId (X-User-ID). */
+  owner_id?: string;
+}
+
+export interface BuildArtifact {
+  target: string;
+  ref: string;
+  digest: string;
+  size: number;
+}
+
+export interface EnvironmentBuild {
+  id: string;
+  spec_id: string;
+  owner_id: string;
+  status: "queued" | "building" | "ready" | "failed" | "canceled";
+  targets: string[];
+  image: string;
+  /** The log so far (live while the build runs). */
+  log: string;
+  reason?: string;
+  attempts: number;
+  artifacts: BuildArtifact[];
+  created_at: string;
+  updated_at: string;
+  started_at?: string;
+  finished_at?: string;
+}
+
+/** One row of listEnvironmentBuilds. */
+export interface EnvironmentBuildEntry {
+  build: EnvironmentBuild;
+  spec: EnvironmentSpec;
+}
+
+/** spawn({ image, provider }) runs the build's image. */
+export interface SpawnConfig {
+  build_id: string;
+  ready: boolean;
+  image: string;
+  provider: string;
+}
+
+/** One line of a followed build log: output, bytes the log's bound dropped,
+ * or the last one, the build's status. */
+export type BuildLogFrame =
+  | { type: "data"; data: string }
+  | { type: "skipped"; skipped: number }
+  | { type: "status"; status: EnvironmentBuild["status"]; image?: string; reason?: string };

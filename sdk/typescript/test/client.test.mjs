@@ -228,6 +228,54 @@ test("idle_timeout and on_idle round-trip on spawns and templates", async () => 
   }
 });
 
+test("environments: specs, 400, 409, a quick build followed to its end, spawn-config", async () => {
+  const owner = "envs-" + uid();
+  let spec;
+  try {
+    spec = await c.createEnvironmentSpec({ name: "tools", base_image: "stacyvm/busybox:test", owner_id: owner });
+  } catch (e) {
+    // Environments need dockerd; CI (STACYVM_TEST_DOCKER=1) always has it.
+    assert.ok(e instanceof UnavailableError && e.status === 503, String(e));
+    assert.notEqual(process.env.STACYVM_TEST_DOCKER, "1", "environments unavailable although Docker is expected");
+    for (const p of [c.listEnvironmentSpecs(), c.getEnvironmentSpec("envs-none"), c.createEnvironmentBuild("envs-none"),
+      c.listEnvironmentBuilds(), c.getEnvironmentBuild("envb-none"), c.cancelEnvironmentBuild("envb-none"),
+      c.environmentSpawnConfig("envb-none"), c.followEnvironmentBuildLog("envb-none").next()]) {
+      await assert.rejects(p, UnavailableError);
+    }
+    return;
+  }
+  assert.equal(spec.owner_id, owner);
+  assert.deepEqual(spec.python_packages, []);
+  assert.deepEqual((await c.listEnvironmentSpecs({ owner_id: owner })).map((x) => x.id), [spec.id]);
+  assert.deepEqual(await c.getEnvironmentSpec(spec.id), spec);
+  await assert.rejects(c.createEnvironmentSpec({ name: "tools", base_image: "stacyvm/busybox:test", owner_id: owner }), ConflictError);
+  await assert.rejects(
+    c.createEnvironmentSpec({ name: "bad", base_image: "stacyvm/busybox:test", python_packages: ["not a package!"], owner_id: owner }),
+    (e) => e instanceof BadRequestError && /python_packages\[0\]/.test(e.message));
+  await assert.rejects(c.getEnvironmentSpec("envs-none"), NotFoundError);
+  await assert.rejects(c.createEnvironmentBuild(spec.id, ["nowhere"]), BadRequestError);
+
+  const b = await c.createEnvironmentBuild(spec.id);
+  assert.equal(b.spec_id, spec.id);
+  assert.deepEqual(b.targets, ["local"]);
+  const frames = [];
+  for await (const f of c.followEnvironmentBuildLog(b.id)) frames.push(f);
+  const last = frames.at(-1);
+  assert.equal(last.type, "status", JSON.stringify(frames));
+  assert.equal(last.status, "ready", JSON.stringify(frames));
+  assert.ok(last.image);
+  const got = await c.getEnvironmentBuild(b.id);
+  assert.equal(got.status, "ready");
+  assert.equal(got.image, last.image);
+  assert.deepEqual(got.artifacts.map((a) => a.target), ["local"]);
+  const rows = await c.listEnvironmentBuilds({ owner_id: owner, limit: 10 });
+  assert.deepEqual(rows.map((r) => [r.build.id, r.spec.id]), [[b.id, spec.id]]);
+  const cfg = await c.environmentSpawnConfig(b.id);
+  assert.deepEqual(cfg, { build_id: b.id, ready: true, image: last.image, provider: cfg.provider });
+  await assert.rejects(c.cancelEnvironmentBuild(b.id), ConflictError);
+  await assert.rejects(c.followEnvironmentBuildLog("envb-none").next(), NotFoundError);
+});
+
 test("templates", async () => {
   const name = "ts-" + uid();
   const t = await c.createTemplate({ name, image: "img/t:1", setup: ["echo ready > setup.txt"], env: { T: "1" }, ttl_seconds: 600 });

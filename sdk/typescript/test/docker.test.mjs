@@ -1,5 +1,5 @@
 // Smoke path on a real runtime: a server with only the Docker provider
-// spawns stacyvm/busybox:test. Runs when STACYVM_TEST_DOCKER=1
+// spawns stacyvm/busybox:test, and an environment built on the same dockerd. Runs when STACYVM_TEST_DOCKER=1
 // (scripts/test sets it after starting dockerd).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -28,6 +28,19 @@ test("docker smoke", { skip: docker ? false : "needs Docker: set STACYVM_TEST_DO
       t.send("stty size; exit 5\n");
       await t.readUntil("20 90", 60_000);
       assert.equal(await t.wait(), 5);
+    });
+    // An environment built on this dockerd spawns where its spawn-config says.
+    const spec = await c.createEnvironmentSpec({ name: "smoke", base_image: "stacyvm/busybox:test", owner_id: "ts-docker" });
+    const b = await c.createEnvironmentBuild(spec.id);
+    const frames = [];
+    for await (const f of c.followEnvironmentBuildLog(b.id)) frames.push(f);
+    assert.equal(frames.at(-1).status, "ready", JSON.stringify(frames));
+    const cfg = await c.environmentSpawnConfig(b.id);
+    assert.equal(cfg.ready, true);
+    assert.equal(cfg.provider, "docker");
+    await c.withSandbox({ image: cfg.image, provider: cfg.provider, ttl: "5m" }, async (sb) => {
+      assert.equal((await c.get(sb.id)).image, cfg.image);
+      assert.equal((await c.exec(sb.id, "echo built")).stdout, "built\n");
     });
   } finally {
     await server.stop();
