@@ -4,6 +4,15 @@
 //
 //	stacyvm-agent --listen unix:/run/stacyvm/agent.sock|tcp:0.0.0.0:7424|vsock:1024|stdio
 //	              [--root /] [--token-file PATH] [--log-level info] [--manage-guest]
+//	stacyvm-agent --install PATH
+//	stacyvm-agent --connect unix:PATH
+//
+// --install copies the agent's own binary to PATH and exits: an init
+// container of the Kubernetes provider runs it to put the agent into a
+// volume the sandbox's container shares, whatever its image. --connect
+// relays stdin and stdout to an agent's unix socket: the Kubernetes
+// provider reaches a pod's agent by running it through the API server's
+// exec stream (docs/kubernetes.md).
 //
 // As PID 1 it re-executes itself as its only child and just reaps zombies
 // and forwards SIGTERM/SIGINT (package reaper). As a microVM's init (PID 1
@@ -47,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	tokenFile := fl.String("token-file", "", "file holding a token every request must carry (Authorization: Bearer); needed when the listener is reachable by more than the host")
 	logLevel := fl.String("log-level", "info", "debug, info, warn or error")
 	showVersion := fl.Bool("version", false, "print the version and exit")
+	install := fl.String("install", "", "copy this binary to `PATH` (mode 0755) and exit")
+	connect := fl.String("connect", "", "relay stdin and stdout to the agent listening on `unix:PATH`, until either side closes")
 	manageGuest := fl.Bool("manage-guest", false, "the agent is the init of a microVM's guest: as PID 1, mount /proc, /sys, /dev and bring up lo first; serve /v1/guest/refresh (reseed the kernel's random state, set the clock). Implied by PID 1 without /proc")
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -58,6 +69,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *showVersion {
 		fmt.Fprintln(stdout, "stacyvm-agent", version.String())
 		return 0
+	}
+	// Before the PID 1 duties: an init container runs --install as its
+	// PID 1.
+	if *install != "" {
+		return installSelf(*install, stderr)
+	}
+	if *connect != "" {
+		return relay(*connect, os.Stdin, stdout, stderr)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
