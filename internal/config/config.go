@@ -30,6 +30,7 @@ type Config struct {
 	Proot       ProotConfig       `yaml:"proot"`
 	Custom      CustomConfig      `yaml:"custom"`
 	Firecracker FirecrackerConfig `yaml:"firecracker"`
+	Kubernetes  KubernetesConfig  `yaml:"kubernetes"`
 	Guest       GuestConfig       `yaml:"guest"`
 	Pool        PoolConfig        `yaml:"pool"`
 	// Pools declares warm pools (docs/pools.md). It is a list, so it is set
@@ -176,7 +177,7 @@ type ProviderConfig struct {
 const ProviderAuto = "auto"
 
 // ProviderNames are the providers this configuration has a section for.
-var ProviderNames = []string{"mock", "docker", "proot", "custom", "firecracker"}
+var ProviderNames = []string{"mock", "docker", "proot", "custom", "firecracker", "kubernetes"}
 
 // MockConfig is the test double provider.
 type MockConfig struct {
@@ -224,6 +225,31 @@ type FirecrackerConfig struct {
 	// <state_dir>/sandboxes/<server instance id>.
 	SandboxesDir string `yaml:"sandboxes_dir"`
 	Jailer       string `yaml:"jailer"`
+}
+
+// KubernetesConfig is the Kubernetes provider (docs/kubernetes.md). It
+// loads only when agent_image is set: there is no public agent image to
+// default to.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file; "" means the in-cluster service
+	// account, then $KUBECONFIG, then ~/.kube/config.
+	Kubeconfig string `yaml:"kubeconfig"`
+	Context    string `yaml:"context"`
+	Namespace  string `yaml:"namespace"`
+	// RuntimeClass is the pods' runtimeClassName (gvisor, kata…); "" is
+	// the cluster's default runtime.
+	RuntimeClass string `yaml:"runtime_class"`
+	// NodeName pins pods to a node (no scheduler needed); "" lets the
+	// scheduler place them.
+	NodeName string `yaml:"node_name"`
+	// AgentImage holds the static agent at /stacyvm-agent.
+	AgentImage string `yaml:"agent_image"`
+	// PullPolicy is the sandbox images' imagePullPolicy.
+	PullPolicy string `yaml:"pull_policy"`
+	Network    string `yaml:"network"` // "none" or "bridge"
+	User       string `yaml:"user"`    // numeric uid[:gid]; "" is the image's
+	// ReadyTimeout bounds a spawn's wait for its pod and agent.
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
 }
 
 // GuestConfig bounds what the host accepts from the agent inside a sandbox
@@ -352,6 +378,12 @@ func Default() *Config {
 		Proot:       ProotConfig{Binary: "proot"},
 		Custom:      CustomConfig{Timeout: 30 * time.Second},
 		Firecracker: FirecrackerConfig{Binary: "firecracker"},
+		Kubernetes: KubernetesConfig{
+			Namespace:    "stacyvm",
+			PullPolicy:   "IfNotPresent",
+			Network:      "none",
+			ReadyTimeout: 2 * time.Minute,
+		},
 		Guest: GuestConfig{
 			ExecGrace:     5 * time.Second,
 			CallTimeout:   5 * time.Minute,

@@ -135,6 +135,16 @@ func TestDefaults(t *testing.T) {
 		"firecracker.state_dir":        "",
 		"firecracker.sandboxes_dir":    "",
 		"firecracker.jailer":           "",
+		"kubernetes.kubeconfig":        "",
+		"kubernetes.context":           "",
+		"kubernetes.namespace":         "stacyvm",
+		"kubernetes.runtime_class":     "",
+		"kubernetes.node_name":         "",
+		"kubernetes.agent_image":       "",
+		"kubernetes.pull_policy":       "IfNotPresent",
+		"kubernetes.network":           "none",
+		"kubernetes.user":              "",
+		"kubernetes.ready_timeout":     "2m0s",
 		"guest.exec_grace":             "5s",
 		"guest.call_timeout":           "5m0s",
 		"guest.max_reply_bytes":        "33554432",
@@ -357,6 +367,17 @@ firecracker:
   state_dir: /srv/fc
   sandboxes_dir: /srv/fc-vms
   jailer: /opt/fc/jailer
+kubernetes:
+  kubeconfig: /etc/stacyvm/kubeconfig
+  context: prod
+  namespace: sandboxes
+  runtime_class: gvisor
+  node_name: node-1
+  agent_image: registry.example.com/stacyvm-agent:1
+  pull_policy: Always
+  network: bridge
+  user: "65534"
+  ready_timeout: 90s
 guest:
   exec_grace: 2s
   call_timeout: 1m
@@ -419,7 +440,10 @@ func TestLoadFullFile(t *testing.T) {
 		Proot:       ProotConfig{Binary: "/usr/bin/proot", ImagesDir: "/srv/images", StateDir: "/srv/state", MaxSandboxes: 3},
 		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
 		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", SandboxesDir: "/srv/fc-vms", Jailer: "/opt/fc/jailer"},
-		Guest:       GuestConfig{ExecGrace: 2 * time.Second, CallTimeout: time.Minute, MaxReplyBytes: 1 << 20, MaxEntries: 500},
+		Kubernetes: KubernetesConfig{Kubeconfig: "/etc/stacyvm/kubeconfig", Context: "prod", Namespace: "sandboxes", RuntimeClass: "gvisor",
+			NodeName: "node-1", AgentImage: "registry.example.com/stacyvm-agent:1", PullPolicy: "Always", Network: "bridge", User: "65534",
+			ReadyTimeout: 90 * time.Second},
+		Guest: GuestConfig{ExecGrace: 2 * time.Second, CallTimeout: time.Minute, MaxReplyBytes: 1 << 20, MaxEntries: 500},
 		Environments: EnvironmentsConfig{PipIndexURL: "http://127.0.0.1:3141/simple/", Workers: 2, QueueSize: 5, MaxLogBytes: 4096,
 			BuildTimeout: 10 * time.Minute, BuildNetwork: "host", RegistryAddress: "127.0.0.1:5000", RegistryRepository: "team/envs",
 			RegistryUsername: "builder", RegistryPassword: "hunter2", RegistryPasswordFile: "/run/secrets/registry"},
@@ -824,6 +848,10 @@ func TestValidate(t *testing.T) {
 		{"registry repository", map[string]string{"environments.registry_repository": "Team/Envs"}, "environments.registry_repository"},
 		{"zero custom timeout", map[string]string{"custom.timeout": "0s"}, "custom.timeout"},
 		{"empty firecracker binary", map[string]string{"firecracker.binary": ""}, "firecracker.binary"},
+		{"kubernetes namespace with capitals", map[string]string{"kubernetes.namespace": "Sandboxes"}, "kubernetes.namespace"},
+		{"kubernetes pull policy", map[string]string{"kubernetes.pull_policy": "missing"}, "kubernetes.pull_policy"},
+		{"kubernetes network", map[string]string{"kubernetes.network": "host"}, "kubernetes.network"},
+		{"kubernetes user by name", map[string]string{"kubernetes.user": "nobody"}, "kubernetes.user"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,14 @@ var (
 	registryRepo    = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$`)
 )
 
+// Kubernetes names: namespaces are DNS labels, nodes and RuntimeClasses
+// DNS subdomains; users are numeric (runAsUser takes no names).
+var (
+	kubeLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	kubeSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	kubeUser      = regexp.MustCompile(`^[0-9]+(:[0-9]+)?$`)
+)
+
 // Validate checks every setting and returns all problems at once, joined;
 // each is a *FieldError naming its key, and the whole is classified
 // errdefs.ErrInvalidArgument.
@@ -140,6 +148,15 @@ func (c *Config) Validate() error {
 		"%q is not a repository path (lower case, / separated)", e.RegistryRepository)
 
 	v.validatePools(c)
+
+	k := c.Kubernetes
+	v.check(kubeLabel.MatchString(k.Namespace) && len(k.Namespace) <= 63, "kubernetes.namespace", "%q is not a namespace name (a DNS label)", k.Namespace)
+	v.check(k.RuntimeClass == "" || kubeSubdomain.MatchString(k.RuntimeClass), "kubernetes.runtime_class", "%q is not a RuntimeClass name", k.RuntimeClass)
+	v.check(k.NodeName == "" || kubeSubdomain.MatchString(k.NodeName), "kubernetes.node_name", "%q is not a node name", k.NodeName)
+	v.oneOf("kubernetes.pull_policy", k.PullPolicy, "IfNotPresent", "Always", "Never")
+	v.oneOf("kubernetes.network", k.Network, "none", "bridge")
+	v.check(k.User == "" || kubeUser.MatchString(k.User), "kubernetes.user", "%q is not a numeric uid[:gid]", k.User)
+	v.positiveDuration("kubernetes.ready_timeout", k.ReadyTimeout)
 
 	if len(v.errs) == 0 {
 		return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/stacyvm/stacyvm/internal/provider/custom"
 	"github.com/stacyvm/stacyvm/internal/provider/docker"
 	"github.com/stacyvm/stacyvm/internal/provider/firecracker"
+	"github.com/stacyvm/stacyvm/internal/provider/kubernetes"
 	"github.com/stacyvm/stacyvm/internal/provider/mock"
 	"github.com/stacyvm/stacyvm/internal/provider/proot"
 )
@@ -51,6 +52,14 @@ func openers() []opener {
 		}},
 		{"docker", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
 			return docker.New(ctx, dockerConfig(cfg, log))
+		}},
+		{"kubernetes", func(ctx context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
+			// Only when configured: a kubeconfig lying around must not make
+			// a server start pods in some cluster.
+			if cfg.Kubernetes.AgentImage == "" {
+				return nil, errors.New("kubernetes.agent_image is not set: build an image holding the agent and name it (docs/kubernetes.md)")
+			}
+			return kubernetes.New(ctx, KubernetesConfig(cfg, log))
 		}},
 		{"proot", func(_ context.Context, cfg *config.Config, log *slog.Logger) (provider.Provider, error) {
 			return proot.New(ProotOptions(cfg, log))
@@ -99,6 +108,25 @@ func ProotOptions(cfg *config.Config, log *slog.Logger) proot.Options {
 		ProotPath:    cfg.Proot.Binary,
 		MaxSandboxes: maxSandboxes,
 		Logger:       log.With("provider", "proot"),
+		AgentLimits:  agentLimits(cfg),
+	}
+}
+
+// KubernetesConfig is the Kubernetes provider's configuration.
+func KubernetesConfig(cfg *config.Config, log *slog.Logger) kubernetes.Config {
+	k := cfg.Kubernetes
+	return kubernetes.Config{
+		Kubeconfig:   k.Kubeconfig,
+		Context:      k.Context,
+		Namespace:    k.Namespace,
+		RuntimeClass: k.RuntimeClass,
+		NodeName:     k.NodeName,
+		AgentImage:   k.AgentImage,
+		PullPolicy:   k.PullPolicy,
+		Network:      k.Network,
+		User:         k.User,
+		ReadyTimeout: k.ReadyTimeout,
+		Logger:       log.With("provider", "kubernetes"),
 		AgentLimits:  agentLimits(cfg),
 	}
 }
@@ -196,7 +224,7 @@ func providerConfigs(cfg *config.Config) map[string]map[string]any {
 	red := cfg.Redacted()
 	sections := map[string]any{
 		"mock": red.Mock, "docker": red.Docker, "proot": red.Proot,
-		"custom": red.Custom, "firecracker": red.Firecracker,
+		"custom": red.Custom, "firecracker": red.Firecracker, "kubernetes": red.Kubernetes,
 	}
 	out := map[string]map[string]any{}
 	for name, sec := range sections {
