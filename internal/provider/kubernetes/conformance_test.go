@@ -12,8 +12,8 @@ import (
 // scripts/test) when there is one.
 func TestConformance(t *testing.T) {
 	classes := []string{""}
-	if env.runtimeClass != "" {
-		classes = append(classes, env.runtimeClass)
+	if env.RuntimeClass != "" {
+		classes = append(classes, env.RuntimeClass)
 	}
 	for _, rc := range classes {
 		name := "default"
