@@ -141,6 +141,10 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Network:        true,
 		ResourceLimits: true,
 		Symlinks:       true,
+		// Stdin and signals travel in the agent protocol, over the same
+		// connection as everything else.
+		Stdin:   true,
+		Signals: true,
 	}
 }
 
