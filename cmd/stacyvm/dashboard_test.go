@@ -226,10 +226,11 @@ func TestDashboard(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`form textarea[name="setup"]`), "mkdir -p /workspace/out\ntouch /workspace/out/ready"),
 		chromedp.SendKeys(chromedp.CSS(`form textarea[name="env"]`), "GREETING=hello"),
 		chromedp.SendKeys(chromedp.CSS(`form input[name="memory_mb"]`), "256"),
+		chromedp.SendKeys(chromedp.CSS(`form input[name="pool_size"]`), "1"),
 		chromedp.Click(chromedp.CSS(`form[aria-label="New template"] button[type="submit"]`)))
 	d.waitJS("the new template in the list", `!!document.querySelector('tr[data-name="tools"]')`)
 	tpl, err := srv.client.GetTemplate(t.Context(), "tools")
-	if err != nil || tpl.Image != "stacyvm/busybox:test" || len(tpl.Setup) != 2 || tpl.Env["GREETING"] != "hello" || tpl.MemoryMB != 256 {
+	if err != nil || tpl.Image != "stacyvm/busybox:test" || len(tpl.Setup) != 2 || tpl.Env["GREETING"] != "hello" || tpl.MemoryMB != 256 || tpl.PoolSize != 1 {
 		t.Fatalf("the API has %+v (%v) for the template made in the form", tpl, err)
 	}
 	d.do(chromedp.Click(chromedp.CSS(`tr[data-name="tools"] button[aria-label="Edit tools"]`)))
@@ -242,6 +243,12 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("after editing, the API has %+v (%v)", tpl, err)
 	}
 	d.shot("templates")
+	// The template's warm pool fills; the spawn below claims its member.
+	d.nav("#/pools")
+	d.waitJS("the template's pool, filled", `document.querySelector('tr[data-pool="template:tools"]')?.textContent.includes("1 / 1")`)
+	d.shot("pools")
+	d.nav("#/templates")
+	d.waitJS("the template", `!!document.querySelector('tr[data-name="tools"] button.primary')`)
 	d.do(chromedp.Click(chromedp.CSS(`tr[data-name="tools"] button.primary`)))
 	d.waitJS("the sandbox spawned from the template", `location.hash.startsWith("#/sandboxes/sb-") && !location.hash.includes(`+jsString(id)+`)`)
 	fromTpl, err := browsertest.Eval[string](d.ctx, `decodeURIComponent(location.hash.split("/")[2])`)
@@ -291,9 +298,6 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d.nav("#/pools")
-	d.waitJS("the pool status", `!!document.querySelector("main dl.kv") && document.querySelector("main .empty")?.textContent.includes("No warm pools")`)
-	d.shot("pools")
 	d.nav("#/sandboxes")
 	d.waitJS("the sandboxes in the list", `!!document.querySelector('tr[data-id="`+id+`"]')`)
 	// One spawned elsewhere shows up on Refresh.
@@ -351,6 +355,9 @@ func TestDashboard(t *testing.T) {
 	if _, err := srv.client.GetTemplate(t.Context(), "tools"); errdefs.Classify(err) != errdefs.ErrNotFound {
 		t.Fatalf("the deleted template: %v, want NOT_FOUND", err)
 	}
+	// Its pool goes with it, and the page says how to declare one.
+	d.nav("#/pools")
+	d.waitJS("no pools", `!document.querySelector('tr[data-pool="template:tools"]') && document.querySelector("main .empty")?.textContent.includes("No warm pools")`)
 
 	// The overview again, now with the kept history of events.
 	d.nav("#/")

@@ -3,15 +3,32 @@
 import { api } from "../api.js";
 import { h, errorBox, kv, empty, code } from "../ui.js";
 
+// render shows the status and refreshes it every 2 seconds while the page
+// is open: pools fill and drain on their own.
 export async function render(main, _params, { signal }) {
-  main.append(h("h1", {}, "Pools"));
-  let st;
-  try {
-    st = await api("GET", "/pool/status", { signal });
-  } catch (e) {
-    if (e.name !== "AbortError") main.append(errorBox(e, "Pool status"));
-    return;
-  }
+  main.append(h("h1", {}, "Pools"), h("p", { class: "muted" }, "Refreshed every 2 seconds."));
+  const body = h("div");
+  main.append(body);
+  const load = async () => {
+    const next = h("div");
+    try {
+      fill(next, await api("GET", "/pool/status", { signal }));
+    } catch (e) {
+      if (e.name === "AbortError" || signal.aborted) return;
+      next.append(errorBox(e, "Pool status"));
+    }
+    if (!signal.aborted) body.replaceChildren(...next.childNodes);
+  };
+  await load();
+  (async () => {
+    while (!signal.aborted) {
+      await new Promise((r) => setTimeout(r, 2000));
+      if (!signal.aborted) await load();
+    }
+  })();
+}
+
+function fill(main, st) {
   const { pools, ...summary } = st;
   main.append(
     h(
