@@ -48,7 +48,7 @@ if alive apiserver && alive kubelet; then
 	done
 	# The kubelet removes the containers of pods that no longer exist.
 	if alive containerd; then
-		for _ in $(seq 1 300); do
+		for _ in $(seq 1 150); do
 			[ -z "$(ctr_k8s tasks ls -q 2>/dev/null)" ] && break
 			sleep 0.2
 		done
@@ -68,6 +68,12 @@ if alive containerd; then
 	done
 fi
 stop containerd
+# Shims of this containerd that outlived it (a task the runtime never
+# reported ended): found by their -address, which names this state
+# directory and nothing else's.
+for pid in $(pgrep -f -- "-address $SOCK\$" 2>/dev/null); do
+	kill -KILL "$pid" 2>/dev/null
+done
 stop apiserver
 stop etcd
 
