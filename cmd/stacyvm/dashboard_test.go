@@ -245,7 +245,7 @@ func TestDashboard(t *testing.T) {
 	d.shot("templates")
 	// The template's warm pool fills; the spawn below claims its member.
 	d.nav("#/pools")
-	d.waitJS("the template's pool, filled", `document.querySelector('tr[data-pool="template:tools"]')?.textContent.includes("1 / 1")`)
+	d.waitJSFor("the template's pool, filled", `document.querySelector('tr[data-pool="template:tools"]')?.textContent.includes("1 / 1")`, 3*time.Minute)
 	d.shot("pools")
 	d.nav("#/templates")
 	d.waitJS("the template", `!!document.querySelector('tr[data-name="tools"] button.primary')`)
@@ -275,7 +275,7 @@ func TestDashboard(t *testing.T) {
 	d.waitJS("the build page", `location.hash.startsWith("#/environments/builds/")`)
 	d.waitJS("the build's log", `document.querySelector("pre.log")?.textContent.includes("builds image stacyvm/env:")`)
 	// The log's last line is the final status frame of the NDJSON follow.
-	d.waitJS("the end of the build's log", `document.querySelector("pre.log")?.textContent.match(/\[build (ready|failed|canceled)/)`)
+	d.waitJSFor("the end of the build's log", `document.querySelector("pre.log")?.textContent.match(/\[build (ready|failed|canceled)/)`, 3*time.Minute)
 	d.waitJS("the build to finish", `document.querySelector("main .kv .state-ready, main .kv .state-failed")?.textContent`)
 	if st := d.waitJS("the build's status", `document.querySelector("main .kv .badge")?.textContent`); st != "ready" {
 		d.fail("the build", fmt.Errorf("ended %s", st))
@@ -515,7 +515,15 @@ const helpers = `window.d_rows = () => [...document.querySelectorAll(".xterm-row
 // string.
 func (d *dashboardSession) waitJS(what, expr string) string {
 	d.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	return d.waitJSFor(what, expr, time.Minute)
+}
+
+// waitJSFor is waitJS with its own deadline, for what the server does in
+// the background (pool refills, image builds), which a loaded machine
+// slows down most.
+func (d *dashboardSession) waitJSFor(what, expr string, wait time.Duration) string {
+	d.t.Helper()
+	deadline := time.Now().Add(wait)
 	var last error
 	for time.Now().Before(deadline) {
 		v, err := browsertest.Eval[any](d.ctx, helpers+`(() => { const v = (`+expr+`); return v ? String(v) : ""; })()`)
@@ -527,7 +535,7 @@ func (d *dashboardSession) waitJS(what, expr string) string {
 		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
-	d.fail("waiting for "+what, fmt.Errorf("not there after 60s (last error: %v)", last))
+	d.fail("waiting for "+what, fmt.Errorf("not there after %s (last error: %v)", wait, last))
 	return ""
 }
 
