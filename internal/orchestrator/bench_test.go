@@ -10,29 +10,15 @@ import (
 	"github.com/stacyvm/stacyvm/internal/latency"
 	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/mock"
+	"github.com/stacyvm/stacyvm/internal/store"
 )
 
 // BenchmarkExecOverhead measures `true` through the Manager and through
 // the mock provider directly, on the same sandbox, so that the difference
 // is the orchestrator's own cost per exec.
 func BenchmarkExecOverhead(b *testing.B) {
-	dir := b.TempDir()
-	st := openStore(b, filepath.Join(dir, "db"))
-	b.Cleanup(func() { st.Close() })
-	mp, err := mock.New(mock.Options{Dir: filepath.Join(dir, "mock")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { mp.Close() })
-	reg := provider.NewRegistry()
-	reg.Register(mp)
-	m := New(st, reg, Config{})
+	m, mp, sb := benchSandbox(b)
 	ctx := context.Background()
-	sb, err := m.Spawn(ctx, SpawnRequest{Image: "any"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Destroy(context.Background(), sb.ID) })
 
 	var manager, raw *latency.Sample
 	b.Run("manager", func(b *testing.B) {
@@ -59,23 +45,8 @@ func BenchmarkExecOverhead(b *testing.B) {
 // transitions (each a store write). Compare with the mock's own
 // BenchmarkPauseResume for the lifecycle's share.
 func BenchmarkPauseResumeManager(b *testing.B) {
-	dir := b.TempDir()
-	st := openStore(b, filepath.Join(dir, "db"))
-	b.Cleanup(func() { st.Close() })
-	mp, err := mock.New(mock.Options{Dir: filepath.Join(dir, "mock")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { mp.Close() })
-	reg := provider.NewRegistry()
-	reg.Register(mp)
-	m := New(st, reg, Config{})
+	m, _, sb := benchSandbox(b)
 	ctx := context.Background()
-	sb, err := m.Spawn(ctx, SpawnRequest{Image: "any"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Destroy(context.Background(), sb.ID) })
 	var pause, resume latency.Sample
 	for b.Loop() {
 		t0 := time.Now()
@@ -91,4 +62,26 @@ func BenchmarkPauseResumeManager(b *testing.B) {
 	}
 	pause.Report(b, "pause")
 	resume.Report(b, "resume")
+}
+
+// benchSandbox is one mock sandbox behind a Manager on a fresh store,
+// destroyed when the benchmark ends.
+func benchSandbox(b *testing.B) (*Manager, *mock.Provider, store.Sandbox) {
+	dir := b.TempDir()
+	st := openStore(b, filepath.Join(dir, "db"))
+	b.Cleanup(func() { st.Close() })
+	mp, err := mock.New(mock.Options{Dir: filepath.Join(dir, "mock")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { mp.Close() })
+	reg := provider.NewRegistry()
+	reg.Register(mp)
+	m := New(st, reg, Config{})
+	sb, err := m.Spawn(context.Background(), SpawnRequest{Image: "any"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Destroy(context.Background(), sb.ID) })
+	return m, mp, sb
 }
