@@ -416,9 +416,6 @@ func (m *Manager) spawn(ctx context.Context, req SpawnRequest, tmpl *store.Templ
 		}
 		maps.Copy(sb.Env, req.Env)
 	}
-	if err := m.checkSharedLimits(ctx, sb); err != nil {
-		return store.Sandbox{}, err
-	}
 	if err := m.reserve(sb); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -433,9 +430,9 @@ func (m *Manager) spawn(ctx context.Context, req SpawnRequest, tmpl *store.Templ
 		}
 		defer release()
 	}
-	if err := m.store.CreateSandbox(ctx, sb); err != nil {
+	if err := m.createRecord(ctx, sb); err != nil {
 		m.forget(sb.ID)
-		return store.Sandbox{}, fmt.Errorf("record sandbox: %w", err)
+		return store.Sandbox{}, err
 	}
 	m.publish(events.SandboxCreated, sb.ID, map[string]string{"provider": sb.Provider, "image": sb.Image})
 	if pool == "" {

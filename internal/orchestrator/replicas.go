@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
@@ -16,8 +18,8 @@ import (
 //
 //   - Get reads the store, not the live set, since another replica may
 //     have changed or destroyed the record;
-//   - the limits count the store's records as well as this replica's
-//     spawns in flight;
+//   - the limits are checked by the store as it inserts a spawn's record
+//     (CreateSandboxWithin), counting every replica's records in one step;
 //   - a sandbox's lock is also a store lease ("sandbox/<id>"), held by
 //     destroy, extend, pause and resume, and by a spawn from its record's
 //     creation to its last write, so that reconcile on another replica
@@ -107,49 +109,40 @@ func (m *Manager) getStored(ctx context.Context, id string) (store.Sandbox, erro
 	return sb, nil
 }
 
-// checkSharedLimits counts the store's live records against the limits.
-// Replicas spawning at the same instant may overshoot by their number
-// less one: the count and the insert are not one transaction.
-func (m *Manager) checkSharedLimits(ctx context.Context, sb store.Sandbox) error {
-	if !m.shared() {
+// createRecord stores a spawn's first record. With a shared store the
+// limits are the store's: it counts every replica's records and inserts
+// in one step, so replicas spawning at the same instant never overshoot.
+func (m *Manager) createRecord(ctx context.Context, sb store.Sandbox) error {
+	if !m.shared() || (m.cfg.MaxSandboxes <= 0 && m.cfg.MaxPerOwner <= 0) {
+		if err := m.store.CreateSandbox(ctx, sb); err != nil {
+			return fmt.Errorf("record sandbox: %w", err)
+		}
 		return nil
 	}
-	if m.cfg.MaxSandboxes > 0 {
-		counts, err := m.store.CountSandboxes(ctx)
-		if err != nil {
-			return err
-		}
-		total := 0
-		for state, n := range counts {
-			if propsOf(state).Counts {
-				total += n
-			}
-		}
-		if total >= m.cfg.MaxSandboxes {
-			return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit,
-				"the deployment already runs its maximum of %d sandboxes", m.cfg.MaxSandboxes),
-				"destroy sandboxes you no longer need, or retry later")
-		}
-	}
-	if m.cfg.MaxPerOwner > 0 && sb.OwnerID != "" {
-		owned, err := m.store.ListSandboxes(ctx, store.SandboxFilter{OwnerID: sb.OwnerID, ExcludeDestroyed: true})
-		if err != nil {
-			return err
-		}
-		n := 0
-		for _, s := range owned {
-			if propsOf(s.State).Counts {
-				n++
-			}
-		}
-		if n >= m.cfg.MaxPerOwner {
-			return errdefs.WithHint(errdefs.New(errdefs.ErrResourceLimit,
-				"owner %q already has its maximum of %d sandboxes", sb.OwnerID, m.cfg.MaxPerOwner),
-				"destroy sandboxes you no longer need, or retry later")
-		}
+	err := m.store.CreateSandboxWithin(ctx, sb, store.SandboxLimits{
+		Counted: countedStates, Max: m.cfg.MaxSandboxes, MaxPerOwner: m.cfg.MaxPerOwner,
+	})
+	switch {
+	case errors.Is(err, errdefs.ErrResourceLimit):
+		return errdefs.WithHint(err, "destroy sandboxes you no longer need, or retry later")
+	case err != nil:
+		return fmt.Errorf("record sandbox: %w", err)
 	}
 	return nil
 }
+
+// countedStates are the states whose records hold a place under the
+// limits (the lifecycle's Counts).
+var countedStates = func() []string {
+	var out []string
+	for st, p := range lifecycle {
+		if p.Counts {
+			out = append(out, string(st))
+		}
+	}
+	slices.Sort(out)
+	return out
+}()
 
 // fenced reports the lease error when ctx's lease is lost; the caller
 // stops its pass.

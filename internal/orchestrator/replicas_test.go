@@ -170,3 +170,56 @@ func TestSharedLimits(t *testing.T) {
 		t.Errorf("owner-0's second sandbox through B: %v, want its limit of 1", err)
 	}
 }
+
+// TestSharedLimitsConcurrent: spawns racing through two replicas against
+// the limits end with exactly the limit running; the rest are refused
+// with nothing left behind.
+func TestSharedLimitsConcurrent(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mod   func(*Config)
+		owner string
+		want  int
+	}{
+		{"max_sandboxes", func(c *Config) { c.MaxSandboxes = 4 }, "", 4},
+		{"max_per_owner", func(c *Config) { c.MaxPerOwner = 2 }, "racer", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, st, fake := replicas(t, tc.mod)
+			const spawns = 16
+			errs := make(chan error, spawns)
+			for i := range spawns {
+				m := a
+				if i%2 == 1 {
+					m = b
+				}
+				go func() {
+					_, err := m.Spawn(t.Context(), SpawnRequest{OwnerID: tc.owner})
+					errs <- err
+				}()
+			}
+			won := 0
+			for range spawns {
+				switch err := <-errs; {
+				case err == nil:
+					won++
+				case !errors.Is(err, errdefs.ErrResourceLimit):
+					t.Errorf("spawn failed other than by the limit: %v", err)
+				}
+			}
+			if won != tc.want {
+				t.Errorf("%d spawns succeeded, want exactly %d", won, tc.want)
+			}
+			counts, err := st.CountSandboxes(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if counts[string(provider.StateRunning)] != tc.want || len(counts) != 1 {
+				t.Errorf("records by state %v, want %d running and nothing else", counts, tc.want)
+			}
+			if fake.count() != tc.want {
+				t.Errorf("%d runtimes, want %d", fake.count(), tc.want)
+			}
+		})
+	}
+}

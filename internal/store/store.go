@@ -7,6 +7,8 @@ package store
 import (
 	"context"
 	"time"
+
+	"github.com/stacyvm/stacyvm/internal/errdefs"
 )
 
 // Store persists sandbox and template records. Implementations classify
@@ -22,6 +24,14 @@ type Store interface {
 	// ListSandboxes returns matching records, newest first (by CreatedAt,
 	// ties by ID ascending).
 	ListSandboxes(ctx context.Context, f SandboxFilter) ([]Sandbox, error)
+	// CreateSandboxWithin is CreateSandbox under lim: it is refused with
+	// errdefs.ErrResourceLimit, and nothing is stored, when the records in
+	// one of lim.Counted's states already number lim.Max, or when those of
+	// sb.OwnerID (if not empty) number lim.MaxPerOwner. The count and the
+	// insert are one step against every other CreateSandboxWithin, other
+	// processes on the same database included, so concurrent creations
+	// never overshoot a limit.
+	CreateSandboxWithin(ctx context.Context, sb Sandbox, lim SandboxLimits) error
 	// UpdateSandbox replaces a record's mutable fields (everything but ID and
 	// CreatedAt). When the state changes a history entry is appended with
 	// sb.LastError as its reason. Destroyed is final: moving a destroyed
@@ -137,6 +147,28 @@ type Sandbox struct {
 	// activity before OnIdle ("pause" or "destroy") happens to it.
 	IdleTimeout time.Duration
 	OnIdle      string
+}
+
+// SandboxLimits bound how many records hold a place at once. A record
+// holds one while its state is one of Counted. A zero limit is none.
+type SandboxLimits struct {
+	Counted     []string
+	Max         int
+	MaxPerOwner int
+}
+
+// CheckLimits is the verdict of lim on one more record of owner, when
+// total records (owned of them owner's) already hold places: nil, or an
+// errdefs.ErrResourceLimit error naming the limit reached. Stores call it
+// with the counts they made.
+func CheckLimits(owner string, total, owned int, lim SandboxLimits) error {
+	if lim.Max > 0 && total >= lim.Max {
+		return errdefs.New(errdefs.ErrResourceLimit, "the deployment already runs its maximum of %d sandboxes", lim.Max)
+	}
+	if lim.MaxPerOwner > 0 && owner != "" && owned >= lim.MaxPerOwner {
+		return errdefs.New(errdefs.ErrResourceLimit, "owner %q already has its maximum of %d sandboxes", owner, lim.MaxPerOwner)
+	}
+	return nil
 }
 
 // SandboxFilter selects sandboxes; zero fields match everything.

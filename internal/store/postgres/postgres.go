@@ -231,9 +231,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	schema := s.cfg.ConnConfig.RuntimeParams["search_path"]
-	h := fnv.New64a()
-	h.Write([]byte("stacyvm.migrate." + schema))
-	key := int64(h.Sum64())
+	key := s.lockKey("migrate")
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
 		return fmt.Errorf("lock for migrations: %w", err)
 	}
@@ -247,6 +245,15 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	_, err = applyMigrations(ctx, conn, ms, s.now)
 	return err
+}
+
+// lockKey is the key of the advisory lock called name of this store's
+// schema: advisory locks are per database, and several deployments may
+// share one in schemas of their own.
+func (s *Store) lockKey(name string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("stacyvm." + name + "." + s.cfg.ConnConfig.RuntimeParams["search_path"]))
+	return int64(h.Sum64())
 }
 
 func applyMigrations(ctx context.Context, conn *pgx.Conn, ms []migration, now func() time.Time) ([]int, error) {

@@ -67,6 +67,19 @@ func scanSandbox(row pgx.Row) (store.Sandbox, error) {
 // sb.LastError as the reason, at sb.CreatedAt). A zero CreatedAt becomes now
 // and a zero UpdatedAt becomes CreatedAt.
 func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	return s.createSandbox(ctx, sb, nil)
+}
+
+// CreateSandboxWithin implements store.Store. The count and the insert
+// are one transaction holding a transaction-scoped advisory lock of the
+// schema's limits: creations under limits queue on it, and each counts
+// after the previous one committed (a statement of a READ COMMITTED
+// transaction sees every commit made before it started).
+func (s *Store) CreateSandboxWithin(ctx context.Context, sb store.Sandbox, lim store.SandboxLimits) error {
+	return s.createSandbox(ctx, sb, &lim)
+}
+
+func (s *Store) createSandbox(ctx context.Context, sb store.Sandbox, lim *store.SandboxLimits) error {
 	if err := checkSandbox(sb); err != nil {
 		return err
 	}
@@ -85,6 +98,11 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		return s.opErr(err, "create sandbox %s", sb.ID)
 	}
 	err = s.withTx(ctx, func(tx pgx.Tx) error {
+		if lim != nil {
+			if err := s.checkLimits(ctx, tx, sb, *lim); err != nil {
+				return err
+			}
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			sb.ID, sb.Provider, sb.Image, sb.State, sb.OwnerID, sb.Template, sb.MemoryMB, sb.VCPUs, sb.DiskMB,
@@ -101,6 +119,23 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		return err
 	})
 	return s.opErr(err, "create sandbox %s", sb.ID)
+}
+
+// checkLimits takes the limits' lock for the rest of tx, then counts the
+// records that hold places.
+func (s *Store) checkLimits(ctx context.Context, tx pgx.Tx, sb store.Sandbox, lim store.SandboxLimits) error {
+	if len(lim.Counted) == 0 || (lim.Max <= 0 && (lim.MaxPerOwner <= 0 || sb.OwnerID == "")) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.lockKey("limits")); err != nil {
+		return err
+	}
+	var total, owned int
+	if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE owner_id = $1) FROM sandboxes
+		WHERE state = ANY ($2)`, sb.OwnerID, lim.Counted).Scan(&total, &owned); err != nil {
+		return err
+	}
+	return store.CheckLimits(sb.OwnerID, total, owned, lim)
 }
 
 // GetSandbox returns the record of sandbox id, in state destroyed too.

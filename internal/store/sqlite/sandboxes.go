@@ -95,6 +95,16 @@ func scanSandbox(row scanner) (store.Sandbox, error) {
 // sb.LastError as the reason, at sb.CreatedAt). A zero CreatedAt becomes now
 // and a zero UpdatedAt becomes CreatedAt.
 func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	return s.createSandbox(ctx, sb, nil)
+}
+
+// CreateSandboxWithin implements store.Store: the count and the insert
+// are one transaction on the one writer connection.
+func (s *Store) CreateSandboxWithin(ctx context.Context, sb store.Sandbox, lim store.SandboxLimits) error {
+	return s.createSandbox(ctx, sb, &lim)
+}
+
+func (s *Store) createSandbox(ctx context.Context, sb store.Sandbox, lim *store.SandboxLimits) error {
 	if err := checkSandbox(sb); err != nil {
 		return err
 	}
@@ -109,6 +119,11 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		return opErr(err, "create sandbox %s", sb.ID)
 	}
 	err = s.withTx(ctx, func(tx *sql.Tx) error {
+		if lim != nil {
+			if err := checkLimits(ctx, tx, sb, *lim); err != nil {
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO sandboxes (`+sandboxColumns+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, append([]any{sb.ID}, args...)...)
 		if isUniqueViolation(err) {
@@ -122,6 +137,23 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		return err
 	})
 	return opErr(err, "create sandbox %s", sb.ID)
+}
+
+// checkLimits counts the records that hold places, in tx.
+func checkLimits(ctx context.Context, tx *sql.Tx, sb store.Sandbox, lim store.SandboxLimits) error {
+	if len(lim.Counted) == 0 || (lim.Max <= 0 && (lim.MaxPerOwner <= 0 || sb.OwnerID == "")) {
+		return nil
+	}
+	args := []any{sb.OwnerID}
+	for _, st := range lim.Counted {
+		args = append(args, st)
+	}
+	var total, owned int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(owner_id = ?), 0) FROM sandboxes
+		WHERE state IN (?`+strings.Repeat(", ?", len(lim.Counted)-1)+`)`, args...).Scan(&total, &owned); err != nil {
+		return err
+	}
+	return store.CheckLimits(sb.OwnerID, total, owned, lim)
 }
 
 // GetSandbox returns the record of sandbox id, in state destroyed too.

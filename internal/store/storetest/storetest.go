@@ -44,6 +44,8 @@ func Run(t *testing.T, open Open) {
 		{"SandboxConflict", testSandboxConflict},
 		{"SandboxNotFound", testSandboxNotFound},
 		{"SandboxUpdate", testSandboxUpdate},
+		{"CreateWithin", testCreateWithin},
+		{"CreateWithinRace", testCreateWithinRace},
 		{"SandboxUpdateIf", testSandboxUpdateIf},
 		{"SandboxUpdateIfRace", testSandboxUpdateIfRace},
 		{"History", testHistory},
