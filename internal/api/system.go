@@ -70,7 +70,11 @@ func snapshotOut(sn provider.Snapshot) snapshotJSON {
 // the pools' targets, total_users the sandboxes claimed from them since
 // the server started; a member serves one sandbox (max_users_per_vm 1).
 func (s *server) poolStatus(w http.ResponseWriter, r *http.Request) {
-	list := s.m.PoolStatus()
+	list, err := s.m.PoolStatus(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	out := poolStatusJSON{Enabled: len(list) > 0, Pools: make([]poolJSON, 0, len(list))}
 	if out.Enabled {
 		out.MaxUsersPerVM = 1

@@ -30,8 +30,10 @@ type Pools interface {
 	// its policy is to spawn cold. An error ends the spawn (an empty pool
 	// whose policy is reject, a limit).
 	Claim(ctx context.Context, req SpawnRequest) (store.Sandbox, bool, error)
-	// Status reports every pool, by name.
-	Status() []PoolStatus
+	// Status reports every pool, by name. With a shared store its
+	// gauges (ready, creating) are counted in the store, so every replica
+	// reports the same.
+	Status(ctx context.Context) ([]PoolStatus, error)
 }
 
 // PoolStatus is one warm pool as GET /pool/status reports it.
@@ -58,12 +60,17 @@ type PoolStatus struct {
 func (m *Manager) SetPools(p Pools) { m.pools = p }
 
 // PoolStatus reports every warm pool, by name; none without pools.
-func (m *Manager) PoolStatus() []PoolStatus {
+func (m *Manager) PoolStatus(ctx context.Context) ([]PoolStatus, error) {
 	if m.pools == nil {
-		return nil
+		return nil, nil
 	}
-	return m.pools.Status()
+	return m.pools.Status(ctx)
 }
+
+// Shared reports whether the Manager runs as one of several replicas on a
+// shared store (docs/scale-out.md): then the pools refill under a lease
+// and claim from the store's records.
+func (m *Manager) Shared() bool { return m.shared() }
 
 // PoolSpec is what a pool's members are made of. ResolvePool fills it the
 // way Spawn resolves a request, so that a member and a spawn that asks for
@@ -122,7 +129,7 @@ func (m *Manager) SpawnMember(ctx context.Context, pool string, spec PoolSpec) (
 // pooled (claimed, replaced, reconciled away) is errdefs.ErrConflict; the
 // caller tries another.
 func (m *Manager) ClaimMember(ctx context.Context, id string, req SpawnRequest) (store.Sandbox, error) {
-	unlock, err := m.lockSandbox(ctx, id)
+	unlock, err := m.lockMember(ctx, id)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
@@ -162,6 +169,25 @@ func (m *Manager) ClaimMember(ctx context.Context, id string, req SpawnRequest) 
 	}
 	m.spawns.Add(1)
 	return sb, nil
+}
+
+// lockMember locks member id for a claim. With a shared store, a member
+// whose lease another replica holds (claiming or replacing it) is a
+// conflict at once rather than a wait: the caller tries another member.
+func (m *Manager) lockMember(ctx context.Context, id string) (func(), error) {
+	unlock, err := m.locks.lock(ctx, id)
+	if err != nil || !m.shared() {
+		return unlock, err
+	}
+	release, err := m.sandboxLease(ctx, id, false)
+	if err != nil {
+		unlock()
+		if errors.Is(err, errdefs.ErrConflict) {
+			return nil, errdefs.Wrap(errdefs.ErrConflict, err, "pool member %s is busy on another replica", id)
+		}
+		return nil, err
+	}
+	return func() { release(); unlock() }, nil
 }
 
 // reserveClaim admits a member's claim under the limits: the member
@@ -212,6 +238,23 @@ func (m *Manager) DestroyMember(ctx context.Context, id, reason string) error {
 // Members returns the records in state pooled.
 func (m *Manager) Members(ctx context.Context) ([]store.Sandbox, error) {
 	return m.store.ListSandboxes(ctx, store.SandboxFilter{States: []string{string(provider.StatePooled)}})
+}
+
+// PoolRecords returns the records of pool members, ready (pooled) or
+// being spawned (creating), on every replica.
+func (m *Manager) PoolRecords(ctx context.Context) ([]store.Sandbox, error) {
+	recs, err := m.store.ListSandboxes(ctx, store.SandboxFilter{
+		States: []string{string(provider.StatePooled), string(provider.StateCreating)}})
+	if err != nil {
+		return nil, err
+	}
+	out := recs[:0]
+	for _, sb := range recs {
+		if sb.Metadata[MetaPool] != "" {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
 }
 
 // ImageVersion is the identity of what image names now on providerName,

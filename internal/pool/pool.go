@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -19,8 +20,10 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/events"
+	"github.com/stacyvm/stacyvm/internal/lease"
 	"github.com/stacyvm/stacyvm/internal/metrics"
 	"github.com/stacyvm/stacyvm/internal/orchestrator"
+	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/store"
 )
 
@@ -33,6 +36,10 @@ const (
 // TemplatePrefix starts the name of a template's pool.
 const TemplatePrefix = "template:"
 
+// LeaseRefill is the lease under which one replica of several sharing a
+// store adopts, refills and replaces the members of every pool.
+const LeaseRefill = "pools"
+
 // Backend is what the pools need from the orchestrator;
 // *orchestrator.Manager implements it.
 type Backend interface {
@@ -41,10 +48,15 @@ type Backend interface {
 	ClaimMember(ctx context.Context, id string, req orchestrator.SpawnRequest) (store.Sandbox, error)
 	DestroyMember(ctx context.Context, id, reason string) error
 	Members(ctx context.Context) ([]store.Sandbox, error)
+	PoolRecords(ctx context.Context) ([]store.Sandbox, error)
 	ListTemplates(ctx context.Context) ([]store.Template, error)
 	ImageVersion(ctx context.Context, providerName, image string) (string, error)
 	SandboxImageVersion(ctx context.Context, sb store.Sandbox) (string, error)
 	Events() *events.Bus
+	// Shared says whether replicas share the store; RunOnce runs work
+	// under a lease, once across them (orchestrator.Manager.RunOnce).
+	Shared() bool
+	RunOnce(ctx context.Context, name string, fn func(ctx context.Context) error) (bool, error)
 }
 
 // Def declares a pool from the configuration. Zero fields take the
@@ -162,13 +174,23 @@ type Pools struct {
 	work sync.WaitGroup
 
 	prepared sync.Once
+
+	// shared: several replicas share the store (docs/scale-out.md). Then
+	// one replica at a time holds LeaseRefill and adopts, refills and
+	// replaces members; every replica claims from the store's records
+	// (claiming marks the members this process is claiming now, so that
+	// its own concurrent claims try different ones), and the status
+	// counts members in the store.
+	shared   bool
+	claiming map[string]struct{}
 }
 
 // New returns the pools cfg declares over b. Templates' pools appear once
 // Run has read the templates.
 func New(b Backend, cfg Config) *Pools {
 	cfg = cfg.withDefaults()
-	ps := &Pools{b: b, cfg: cfg, log: cfg.Logger, pools: map[string]*pool{}, wake: make(chan struct{}, 1)}
+	ps := &Pools{b: b, cfg: cfg, log: cfg.Logger, pools: map[string]*pool{}, wake: make(chan struct{}, 1),
+		shared: b.Shared(), claiming: map[string]struct{}{}}
 	for _, d := range cfg.Pools {
 		ps.pools[d.Name] = ps.newPool(d.Name, "", d)
 	}
@@ -204,6 +226,9 @@ func (ps *Pools) kick() {
 // under the pools' lock, and the orchestrator's compare-and-set on its
 // record makes the claim final, so no member is ever handed out twice.
 func (ps *Pools) Claim(ctx context.Context, req orchestrator.SpawnRequest) (store.Sandbox, bool, error) {
+	if ps.shared {
+		return ps.claimShared(ctx, req)
+	}
 	for {
 		ps.mu.Lock()
 		p := ps.match(req)
@@ -212,16 +237,7 @@ func (ps *Pools) Claim(ctx context.Context, req orchestrator.SpawnRequest) (stor
 			return store.Sandbox{}, false, nil
 		}
 		if len(p.ready) == 0 {
-			p.misses++
-			policy, name, retry := p.policy, p.name, ps.retryAfter(p)
-			ps.mu.Unlock()
-			ps.kick()
-			if policy == PolicyReject {
-				return store.Sandbox{}, false, errdefs.WithRetryAfter(errdefs.WithHint(
-					errdefs.New(errdefs.ErrResourceLimit, "warm pool %s has no sandbox ready", name),
-					"retry after the Retry-After delay; the pool is refilling (GET /api/v1/pool/status)"), retry)
-			}
-			return store.Sandbox{}, false, nil
+			return ps.miss(p)
 		}
 		m := p.ready[0]
 		p.ready = p.ready[1:]
@@ -246,6 +262,78 @@ func (ps *Pools) Claim(ctx context.Context, req orchestrator.SpawnRequest) (stor
 		ps.mu.Unlock()
 		return store.Sandbox{}, false, err
 	}
+}
+
+// miss counts a spawn that found its pool p empty and answers it by p's
+// policy. Called under ps.mu, which it releases.
+func (ps *Pools) miss(p *pool) (store.Sandbox, bool, error) {
+	p.misses++
+	policy, name, retry := p.policy, p.name, ps.retryAfter(p)
+	ps.mu.Unlock()
+	ps.kick()
+	if policy == PolicyReject {
+		return store.Sandbox{}, false, errdefs.WithRetryAfter(errdefs.WithHint(
+			errdefs.New(errdefs.ErrResourceLimit, "warm pool %s has no sandbox ready", name),
+			"retry after the Retry-After delay; the pool is refilling (GET /api/v1/pool/status)"), retry)
+	}
+	return store.Sandbox{}, false, nil
+}
+
+// claimShared is Claim with replicas sharing the store: the ready members
+// are the pool's pooled records in the store (another replica refills
+// them), tried in random order so that replicas claiming at once seldom
+// try the same one; the compare-and-set decides between them.
+func (ps *Pools) claimShared(ctx context.Context, req orchestrator.SpawnRequest) (store.Sandbox, bool, error) {
+	ps.mu.Lock()
+	p := ps.match(req)
+	if p == nil {
+		ps.mu.Unlock()
+		return store.Sandbox{}, false, nil
+	}
+	spec := p.spec
+	ps.mu.Unlock()
+	recs, err := ps.b.Members(ctx)
+	if err != nil {
+		return store.Sandbox{}, false, err
+	}
+	recs = slices.DeleteFunc(recs, func(sb store.Sandbox) bool {
+		return sb.Metadata[orchestrator.MetaPool] != p.name || !describes(spec, sb)
+	})
+	rand.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] })
+	for _, sb := range recs {
+		ps.mu.Lock()
+		if _, busy := ps.claiming[sb.ID]; busy {
+			ps.mu.Unlock()
+			continue
+		}
+		ps.claiming[sb.ID] = struct{}{}
+		ps.mu.Unlock()
+		got, err := ps.b.ClaimMember(ctx, sb.ID, req)
+		ps.mu.Lock()
+		delete(ps.claiming, sb.ID)
+		if err == nil {
+			p.claimed++
+			p.ready = slices.DeleteFunc(p.ready, func(m member) bool { return m.id == sb.ID })
+		}
+		ps.mu.Unlock()
+		if err == nil {
+			ps.kick()
+			return got, true, nil
+		}
+		if errdefs.Classify(err) != errdefs.ErrConflict {
+			return store.Sandbox{}, false, err
+		}
+		// Claimed or replaced by someone else meanwhile: try the next.
+	}
+	ps.mu.Lock()
+	return ps.miss(p)
+}
+
+// describes reports whether record sb is a member made of spec.
+func describes(spec orchestrator.PoolSpec, sb store.Sandbox) bool {
+	v, _ := strconv.Atoi(sb.Metadata[orchestrator.MetaTemplateVersion])
+	return spec.Template == sb.Template && spec.Image == sb.Image && spec.Provider == sb.Provider &&
+		spec.MemoryMB == sb.MemoryMB && spec.VCPUs == sb.VCPUs && spec.TemplateVersion == v
 }
 
 // retryAfter is how long a rejected caller should wait: about one refill,
@@ -287,8 +375,29 @@ func better(p, q *pool) bool {
 	return p.name < q.name
 }
 
-// Status reports every pool, by name.
-func (ps *Pools) Status() []Status {
+// Status reports every pool, by name. With a shared store, ready and
+// creating count the members' records in the store (every replica reports
+// the same); claimed, misses and failures count this replica's work.
+func (ps *Pools) Status(ctx context.Context) ([]Status, error) {
+	var ready, creating map[string]int
+	if ps.shared {
+		recs, err := ps.b.PoolRecords(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ready, creating = map[string]int{}, map[string]int{}
+		ps.mu.Lock()
+		for _, sb := range recs {
+			name := sb.Metadata[orchestrator.MetaPool]
+			switch p := ps.pools[name]; {
+			case sb.State == string(provider.StateCreating):
+				creating[name]++
+			case p != nil && p.ok && describes(p.spec, sb):
+				ready[name]++
+			}
+		}
+		ps.mu.Unlock()
+	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	out := make([]Status, 0, len(ps.pools))
@@ -297,6 +406,9 @@ func (ps *Pools) Status() []Status {
 			Ready: len(p.ready), Creating: p.creating, Claimed: p.claimed, Misses: p.misses,
 			Failures: p.failures, Problem: p.problem,
 			Image: p.def.Image, Provider: p.def.Provider, MemoryMB: p.def.MemoryMB, VCPUs: p.def.VCPUs}
+		if ps.shared {
+			st.Ready, st.Creating = ready[p.name], creating[p.name]
+		}
 		if p.ok {
 			st.Image, st.Provider, st.MemoryMB, st.VCPUs = p.spec.Image, p.spec.Provider, p.spec.MemoryMB, p.spec.VCPUs
 		}
@@ -311,20 +423,82 @@ func (ps *Pools) Status() []Status {
 		}
 		return 0
 	})
-	return out
+	return out, nil
 }
 
 // Run adopts the members a previous run left (records in state pooled),
 // then keeps every pool filled until ctx ends. Members are kept when it
 // returns: they are adopted again at the next start. Refills in flight
 // when ctx ends are cancelled, which removes their runtimes.
+//
+// With replicas sharing the store, the replica holding LeaseRefill does
+// that (adopting the members when it takes the lease); the others keep
+// their templates' pools known, so that their claims match, and try the
+// lease again every check interval. Whoever holds it checks it before
+// each spawn and destroy, and a replica that lost it stops refilling.
 func (ps *Pools) Run(ctx context.Context) {
 	defer ps.work.Wait()
+	ps.Prepare(ctx)
+	if !ps.shared {
+		ps.serve(ctx, true)
+		return
+	}
+	for ctx.Err() == nil {
+		ran, err := ps.b.RunOnce(ctx, LeaseRefill, func(lctx context.Context) error {
+			ps.log.Info("pools: this replica refills the warm pools", "lease", LeaseRefill)
+			ps.lead(lctx)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			ps.log.Error("pools: refill lease", "err", err)
+		}
+		if ran && ctx.Err() == nil {
+			ps.log.Warn("pools: refill lease lost; another replica refills", "lease", LeaseRefill)
+		}
+		fctx, cancel := context.WithTimeout(ctx, ps.cfg.CheckInterval)
+		ps.serve(fctx, false)
+		cancel()
+	}
+}
+
+// lead adopts and refills under the refill lease until ctx (which ends
+// when the lease is lost) ends, and waits for its spawns before the lease
+// is released.
+func (ps *Pools) lead(ctx context.Context) {
+	defer ps.work.Wait()
+	ps.mu.Lock()
+	for _, p := range ps.pools {
+		p.ready = nil // the store says which members are ready now
+	}
+	ps.mu.Unlock()
+	ps.adopt(ctx)
+	ps.serve(ctx, true)
+}
+
+// serve reacts to wake-ups, events and the check interval until ctx ends:
+// a leader (the only process, or the replica holding the refill lease)
+// refills and replaces members; a follower only keeps its pools' specs
+// resolved.
+func (ps *Pools) serve(ctx context.Context, lead bool) {
 	evs, unsub := ps.b.Events().Subscribe(ps.b.Events().LastID())
 	defer func() { unsub() }()
-
-	ps.Prepare(ctx)
-	ps.fill(ctx)
+	step := func() {
+		if lead {
+			ps.fill(ctx)
+		} else {
+			ps.resolvePending(ctx)
+		}
+	}
+	sync := func() {
+		drain := ps.syncTemplates(ctx)
+		if lead {
+			ps.destroy(ctx, drain, "pool member replaced: its template changed or lost its pool")
+		}
+	}
+	if !lead {
+		sync() // template events may have come while it did not listen
+	}
+	step()
 	t := time.NewTicker(ps.cfg.CheckInterval)
 	defer t.Stop()
 	for {
@@ -332,47 +506,72 @@ func (ps *Pools) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ps.wake:
-			ps.fill(ctx)
+			step()
 		case ev, ok := <-evs:
 			if !ok {
 				// Dropped as a slow subscriber: listen again and
 				// recheck the templates, since an event may be lost.
 				unsub()
 				evs, unsub = ps.b.Events().Subscribe(ps.b.Events().LastID())
-				ps.syncTemplates(ctx)
-				ps.fill(ctx)
+				sync()
+				step()
 				continue
 			}
 			switch ev.Type {
 			case events.TemplateCreated, events.TemplateUpdated, events.TemplateDeleted:
-				ps.syncTemplates(ctx)
-				ps.fill(ctx)
+				sync()
+				step()
 			case events.SandboxDestroyed:
 				ps.dropReady(ev.SandboxID)
-				ps.fill(ctx)
+				step()
+			case events.SandboxRunning:
+				// A claim on another replica (events of every replica
+				// arrive here) leaves its pool one short.
+				if lead && ps.shared && ev.Data["pool"] != "" {
+					step()
+				}
 			}
 		case <-t.C:
-			ps.check(ctx)
-			ps.fill(ctx)
+			if lead {
+				ps.check(ctx)
+			} else {
+				sync()
+			}
+			step()
 		}
 	}
 }
 
-// Prepare reads the templates' pools and adopts the members a previous run
-// left (records in state pooled), once; Run calls it if the caller has not.
-// Called before serving, it makes adopted members claimable from the
-// first request.
+// Prepare reads the templates' pools and, without replicas, adopts the
+// members a previous run left (records in state pooled), once; Run calls
+// it if the caller has not. Called before serving, it makes adopted
+// members claimable from the first request. With replicas, the holder of
+// the refill lease adopts them, and claims read the store.
 func (ps *Pools) Prepare(ctx context.Context) {
 	ps.prepared.Do(func() {
-		ps.syncTemplates(ctx)
+		drain := ps.syncTemplates(ctx)
+		if ps.shared {
+			ps.resolvePending(ctx)
+			return
+		}
+		ps.destroy(ctx, drain, "pool member replaced: its template changed or lost its pool")
 		ps.adopt(ctx)
 	})
 }
 
 // Metrics is Status in the form package metrics exports.
 func (ps *Pools) Metrics() []metrics.Pool {
+	// A scrape has no context of its own; a slow store leaves the pools
+	// out of that scrape rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := ps.Status(ctx)
+	if err != nil {
+		ps.log.Warn("pools: status for metrics", "err", err)
+		return nil
+	}
 	var out []metrics.Pool
-	for _, s := range ps.Status() {
+	for _, s := range list {
 		out = append(out, metrics.Pool{Name: s.Name, Target: s.Target, Ready: s.Ready, Creating: s.Creating,
 			Claimed: s.Claimed, Misses: s.Misses, Failures: s.Failures})
 	}
@@ -391,14 +590,15 @@ func (ps *Pools) dropReady(id string) {
 
 // syncTemplates makes one pool per template with a pool_size, drains the
 // pools of templates deleted or shrunk to zero, and rebuilds the pool of a
-// template whose version changed.
-func (ps *Pools) syncTemplates(ctx context.Context) {
+// template whose version changed. It returns the members drained, for the
+// leader to destroy.
+func (ps *Pools) syncTemplates(ctx context.Context) []member {
 	tmpls, err := ps.b.ListTemplates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			ps.log.Error("pools: list templates", "err", err)
 		}
-		return
+		return nil
 	}
 	want := map[string]store.Template{}
 	for _, t := range tmpls {
@@ -434,7 +634,7 @@ func (ps *Pools) syncTemplates(ctx context.Context) {
 		}
 	}
 	ps.mu.Unlock()
-	ps.destroy(ctx, drain, "pool member replaced: its template changed or lost its pool")
+	return drain
 }
 
 // resolve fills in p's spec the way a spawn would resolve the same
@@ -506,12 +706,8 @@ func (ps *Pools) adopt(ctx context.Context) {
 	ps.destroy(ctx, drop, "pool member replaced: no pool of the current configuration describes it")
 }
 
-// fill starts the spawns that bring every pool to its target, at most its
-// concurrency at once, and none while a pool backs off after failures.
-func (ps *Pools) fill(ctx context.Context) {
-	if ctx.Err() != nil {
-		return
-	}
+// resolvePending resolves the pools whose spec is not resolved yet.
+func (ps *Pools) resolvePending(ctx context.Context) {
 	ps.mu.Lock()
 	var pending []*pool
 	for _, p := range ps.pools {
@@ -522,6 +718,54 @@ func (ps *Pools) fill(ctx context.Context) {
 	ps.mu.Unlock()
 	for _, p := range pending {
 		ps.resolve(ctx, p)
+	}
+}
+
+// refresh makes the ready lists the pooled records of the store, with
+// replicas sharing it: other replicas claim members too.
+func (ps *Pools) refresh(ctx context.Context) error {
+	recs, err := ps.b.Members(ctx)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b store.Sandbox) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range ps.pools {
+		known := map[string]member{}
+		for _, m := range p.ready {
+			known[m.id] = m
+		}
+		var ready []member
+		for _, sb := range recs {
+			if !p.ok || sb.Metadata[orchestrator.MetaPool] != p.name || !describes(p.spec, sb) {
+				continue
+			}
+			m, ok := known[sb.ID]
+			if !ok {
+				m = member{id: sb.ID, created: sb.CreatedAt, templateVersion: p.spec.TemplateVersion}
+			}
+			ready = append(ready, m)
+		}
+		p.ready = ready
+	}
+	return nil
+}
+
+// fill starts the spawns that bring every pool to its target, at most its
+// concurrency at once, and none while a pool backs off after failures.
+func (ps *Pools) fill(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	ps.resolvePending(ctx)
+	if ps.shared {
+		if err := ps.refresh(ctx); err != nil {
+			if ctx.Err() == nil {
+				ps.log.Error("pools: list members", "err", err)
+			}
+			return
+		}
 	}
 
 	ps.mu.Lock()
@@ -541,6 +785,13 @@ func (ps *Pools) fill(ctx context.Context) {
 }
 
 func (ps *Pools) spawnOne(ctx context.Context, p *pool, spec orchestrator.PoolSpec, gen int) {
+	// A replica that lost the refill lease spawns no more.
+	if err := lease.Check(ctx); err != nil {
+		ps.mu.Lock()
+		p.creating--
+		ps.mu.Unlock()
+		return
+	}
 	sb, err := ps.b.SpawnMember(ctx, p.name, spec)
 	var version string
 	if err == nil {
@@ -557,6 +808,11 @@ func (ps *Pools) spawnOne(ctx context.Context, p *pool, spec orchestrator.PoolSp
 		}
 		ps.mu.Unlock()
 		ps.kick()
+		return
+	}
+	if err != nil && ctx.Err() != nil {
+		// Stopped or lease lost: not the pool's failure.
+		ps.mu.Unlock()
 		return
 	}
 	if err != nil {
@@ -577,8 +833,10 @@ func (ps *Pools) spawnOne(ctx context.Context, p *pool, spec orchestrator.PoolSp
 	}
 	p.backoff, p.nextTry, p.problem = 0, time.Time{}, ""
 	m := member{id: sb.ID, created: sb.CreatedAt, imageVersion: version, templateVersion: spec.TemplateVersion}
-	stale := p.removed || gen != p.gen
-	if !stale {
+	// Made from an image that changed since the pool last looked: the
+	// switch was observed, so it must not become claimable.
+	stale := p.removed || gen != p.gen || (p.version != "" && version != "" && version != p.version)
+	if !stale && !slices.ContainsFunc(p.ready, func(r member) bool { return r.id == m.id }) {
 		p.ready = append(p.ready, m)
 	}
 	ps.mu.Unlock()
@@ -606,7 +864,15 @@ func (ps *Pools) retryLater(ctx context.Context, d time.Duration) {
 // that changed since, and forgets members whose records left the pooled
 // state without a claim (reconcile found their runtime gone).
 func (ps *Pools) check(ctx context.Context) {
-	ps.syncTemplates(ctx)
+	ps.destroy(ctx, ps.syncTemplates(ctx), "pool member replaced: its template changed or lost its pool")
+	if ps.shared {
+		if err := ps.refresh(ctx); err != nil {
+			if ctx.Err() == nil {
+				ps.log.Error("pools: list members", "err", err)
+			}
+			return
+		}
+	}
 	recs, err := ps.b.Members(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -699,6 +965,11 @@ func (ps *Pools) checkImage(ctx context.Context, p *pool, spec orchestrator.Pool
 func (ps *Pools) destroy(ctx context.Context, members []member, reason string) {
 	var errs []error
 	for _, m := range members {
+		if err := lease.Check(ctx); err != nil {
+			// The refill lease was lost: the new holder replaces them.
+			ps.log.Warn("pools: not replacing members: refill lease lost", "err", err)
+			return
+		}
 		err := ps.b.DestroyMember(context.WithoutCancel(ctx), m.id, reason)
 		if err != nil && errdefs.Classify(err) != errdefs.ErrConflict && !errors.Is(err, errdefs.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("%s: %w", m.id, err))

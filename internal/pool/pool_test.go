@@ -151,8 +151,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func status(ps *Pools, name string) Status {
-	for _, s := range ps.Status() {
+func status(t *testing.T, ps *Pools, name string) Status {
+	t.Helper()
+	list, err := ps.Status(context.Background())
+	if err != nil {
+		t.Fatalf("pool status: %v", err)
+	}
+	for _, s := range list {
 		if s.Name == name {
 			return s
 		}
@@ -163,7 +168,7 @@ func status(ps *Pools, name string) Status {
 func waitReady(t *testing.T, ps *Pools, name string, n int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("pool %s to have %d ready", name, n), func() bool {
-		s := status(ps, name)
+		s := status(t, ps, name)
 		return s.Ready == n && s.Creating == 0
 	})
 }
@@ -235,7 +240,7 @@ func TestFillClaimRefill(t *testing.T) {
 	}
 
 	waitReady(t, ps, "small", 3)
-	st := status(ps, "small")
+	st := status(t, ps, "small")
 	if st.Claimed != 1 || st.Misses != 0 || st.Target != 3 {
 		t.Errorf("status = %+v, want 1 claimed, 0 misses, target 3", st)
 	}
@@ -261,7 +266,7 @@ func TestFillClaimRefill(t *testing.T) {
 	if errdefs.Classify(err) != errdefs.ErrResourceLimit {
 		t.Fatalf("claim over max_per_owner: err = %v, want resource limit", err)
 	}
-	if s := status(ps, "small"); s.Ready != 3 || s.Claimed != 1 {
+	if s := status(t, ps, "small"); s.Ready != 3 || s.Claimed != 1 {
 		t.Errorf("after a refused claim status = %+v, want 3 ready, 1 claimed", s)
 	}
 	if _, err := e.m.Spawn(context.Background(), orchestrator.SpawnRequest{OwnerID: "bob"}); err != nil {
@@ -326,7 +331,7 @@ func TestConcurrentClaims(t *testing.T) {
 	if claimed != 50 {
 		t.Errorf("%d spawns claimed members, want all 50 (the rest cold)", claimed)
 	}
-	if s := status(ps, "wide"); s.Claimed != 50 || s.Misses != 50 || s.Ready != 0 {
+	if s := status(t, ps, "wide"); s.Claimed != 50 || s.Misses != 50 || s.Ready != 0 {
 		t.Errorf("status = %+v, want 50 claimed, 50 misses, 0 ready", s)
 	}
 }
@@ -336,7 +341,7 @@ func TestRejectWhenEmpty(t *testing.T) {
 	e.b.fail.Store(true)
 	ps, _ := e.start(t, Config{Pools: []Def{{Name: "strict", Image: "img:1", Size: 1, Policy: PolicyReject}},
 		BackoffMin: 3 * time.Second, BackoffMax: 3 * time.Second})
-	waitFor(t, "a failed refill", func() bool { return status(ps, "strict").Failures >= 1 })
+	waitFor(t, "a failed refill", func() bool { return status(t, ps, "strict").Failures >= 1 })
 
 	_, err := e.m.Spawn(context.Background(), orchestrator.SpawnRequest{})
 	if errdefs.Classify(err) != errdefs.ErrResourceLimit {
@@ -345,7 +350,7 @@ func TestRejectWhenEmpty(t *testing.T) {
 	if d := errdefs.RetryAfter(err); d < time.Second {
 		t.Errorf("RetryAfter = %s, want at least 1s", d)
 	}
-	if s := status(ps, "strict"); s.Misses != 1 || s.Problem == "" {
+	if s := status(t, ps, "strict"); s.Misses != 1 || s.Problem == "" {
 		t.Errorf("status = %+v, want one miss and the refill problem", s)
 	}
 	// A request the pool does not match still spawns.
@@ -401,7 +406,7 @@ func TestBackoff(t *testing.T) {
 	for range 5 {
 		round()
 	}
-	if s := status(ps, "p"); s.Ready != 5 || s.Problem != "" {
+	if s := status(t, ps, "p"); s.Ready != 5 || s.Problem != "" {
 		t.Errorf("after recovery status = %+v, want 5 ready and no problem", s)
 	}
 	if ps.pools["p"].backoff != 0 {
@@ -488,7 +493,7 @@ func TestTemplatePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the pool rebuilt from the new version", func() bool {
-		s := status(ps, "template:py")
+		s := status(t, ps, "template:py")
 		if s.Ready != 3 || s.Creating != 0 {
 			return false
 		}
@@ -510,7 +515,7 @@ func TestTemplatePool(t *testing.T) {
 	if err := e.m.DeleteTemplate(ctx, "py"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the pool drained", func() bool { return len(pooledIDs(t, e.st)) == 0 && status(ps, "template:py").Name == "" })
+	waitFor(t, "the pool drained", func() bool { return len(pooledIDs(t, e.st)) == 0 && status(t, ps, "template:py").Name == "" })
 }
 
 // TestAdoptAfterRestart: members outlive the pools that made them; the
