@@ -225,6 +225,10 @@ type FirecrackerConfig struct {
 	// <state_dir>/sandboxes/<server instance id>.
 	SandboxesDir string `yaml:"sandboxes_dir"`
 	Jailer       string `yaml:"jailer"`
+	// PauseToDisk makes a pause write the VM to a full snapshot in its
+	// directory and stop its VMM, freeing its memory; resume loads it in
+	// a new VMM (docs/firecracker.md).
+	PauseToDisk bool `yaml:"pause_to_disk"`
 }
 
 // KubernetesConfig is the Kubernetes provider (docs/kubernetes.md). It

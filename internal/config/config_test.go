@@ -135,6 +135,7 @@ func TestDefaults(t *testing.T) {
 		"firecracker.state_dir":        "",
 		"firecracker.sandboxes_dir":    "",
 		"firecracker.jailer":           "",
+		"firecracker.pause_to_disk":    "false",
 		"kubernetes.kubeconfig":        "",
 		"kubernetes.context":           "",
 		"kubernetes.namespace":         "stacyvm",
@@ -367,6 +368,7 @@ firecracker:
   state_dir: /srv/fc
   sandboxes_dir: /srv/fc-vms
   jailer: /opt/fc/jailer
+  pause_to_disk: true
 kubernetes:
   kubeconfig: /etc/stacyvm/kubeconfig
   context: prod
@@ -439,7 +441,7 @@ func TestLoadFullFile(t *testing.T) {
 			User: "1000:1000", PidsLimit: 64, AgentPath: "/usr/local/bin/stacyvm-agent"},
 		Proot:       ProotConfig{Binary: "/usr/bin/proot", ImagesDir: "/srv/images", StateDir: "/srv/state", MaxSandboxes: 3},
 		Custom:      CustomConfig{URL: "https://backend.example.com/api", APIKey: "other-secret", Timeout: time.Minute},
-		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", SandboxesDir: "/srv/fc-vms", Jailer: "/opt/fc/jailer"},
+		Firecracker: FirecrackerConfig{Binary: "/opt/fc/firecracker", Kernel: "/opt/fc/vmlinux", StateDir: "/srv/fc", SandboxesDir: "/srv/fc-vms", Jailer: "/opt/fc/jailer", PauseToDisk: true},
 		Kubernetes: KubernetesConfig{Kubeconfig: "/etc/stacyvm/kubeconfig", Context: "prod", Namespace: "sandboxes", RuntimeClass: "gvisor",
 			NodeName: "node-1", AgentImage: "registry.example.com/stacyvm-agent:1", PullPolicy: "Always", Network: "bridge", User: "65534",
 			ReadyTimeout: 90 * time.Second},

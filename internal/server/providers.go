@@ -89,6 +89,7 @@ func FirecrackerConfig(cfg *config.Config, log *slog.Logger) firecracker.Config 
 		Kernel:       cfg.Firecracker.Kernel,
 		StateDir:     cfg.Firecracker.StateDir,
 		SandboxesDir: cfg.Firecracker.SandboxesDir,
+		PauseToDisk:  cfg.Firecracker.PauseToDisk,
 		DockerHost:   cfg.Docker.Host,
 		Logger:       log.With("provider", "firecracker"),
 		AgentLimits:  agentLimits(cfg),

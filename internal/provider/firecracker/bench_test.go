@@ -14,9 +14,12 @@ import (
 // the provider's own work (drive clone, VMM API, vsock, agent) around a
 // guest that is a local process, not a microVM boot.
 
-func benchProvider(b *testing.B, snapshots bool) *Provider {
+func benchProvider(b *testing.B, snapshots bool, opts ...func(*Config)) *Provider {
 	cfg, _ := fakeConfig(b, shortDir(b))
 	cfg.NoSnapshots = !snapshots
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cfg.Logger = nil
 	p, err := New(cfg)
 	if err != nil {
@@ -80,4 +83,14 @@ func BenchmarkFakeDestroy(b *testing.B) {
 // guest clock refresh on resume) against the fake VMM.
 func BenchmarkFakePauseResume(b *testing.B) {
 	providertest.BenchPauseResume(b, benchProvider(b, true), testEnv.image)
+}
+
+// BenchmarkFakePauseResumeToDisk times Pause and Resume with PauseToDisk:
+// PATCH /vm Paused, a full snapshot into the sandbox's directory (the fake
+// writes the guest's file tree as its memory) and the VMM's exit; then a
+// new VMM, the snapshot load (the fake unpacks the tree and starts init
+// again), the agent's readiness and the guest refresh.
+func BenchmarkFakePauseResumeToDisk(b *testing.B) {
+	p := benchProvider(b, true, func(c *Config) { c.PauseToDisk = true })
+	providertest.BenchPauseResume(b, p, testEnv.image)
 }

@@ -50,6 +50,11 @@ type Config struct {
 	// first cold boot of an image and machine shape leaves a snapshot that
 	// later spawns of it restore from.
 	NoSnapshots bool
+	// PauseToDisk makes Pause free the VM's memory: after pausing the VM,
+	// it has Firecracker write a full snapshot into the sandbox's
+	// directory and stops the VMM; Resume starts a new VMM from that
+	// snapshot. Without it a paused VM keeps its memory in the VMM.
+	PauseToDisk bool
 	// NoEntropyDevice leaves out the virtio-rng device (for Firecracker
 	// builds older than 1.4, which lack PUT /entropy).
 	NoEntropyDevice bool

@@ -95,7 +95,10 @@ var (
 
 // vm is one sandbox.
 type vm struct {
-	mu    sync.Mutex // serialises Destroy against snapshotting
+	// mu serialises Destroy, Pause and Resume against each other and
+	// snapshotting, and guards what Pause to disk and Resume replace: st,
+	// proc, api and agent.
+	mu    sync.Mutex
 	st    vmState
 	dir   string
 	proc  *vmmProcess
@@ -417,6 +420,12 @@ func (p *Provider) restore(ctx context.Context, v *vm, meta snapshotMeta) error 
 	if err := cloneFile(filepath.Join(snapDir, driveName), filepath.Join(v.dir, driveName)); err != nil {
 		return fmt.Errorf("cloning the snapshot's drive: %w", err)
 	}
+	return p.load(ctx, v, snapDir)
+}
+
+// load starts a VMM in v's directory that resumes the full snapshot in
+// snapDir onto v's drive and vsock socket, and refreshes the guest.
+func (p *Provider) load(ctx context.Context, v *vm, snapDir string) error {
 	if err := p.launch(ctx, v); err != nil {
 		return err
 	}
@@ -555,7 +564,23 @@ func (p *Provider) guest(_ context.Context, id string) (provider.Guest, error) {
 	if err != nil {
 		return nil, err
 	}
+	v.mu.Lock() // Pause to disk and Resume replace the agent client
+	defer v.mu.Unlock()
+	if v.st.Phase == phaseSuspended {
+		return nil, errdefs.WithHint(errdefs.New(errdefs.ErrConflict, "sandbox %s is paused (its memory is on disk)", id),
+			"resume it first")
+	}
 	return envGuest{Guest: v.agent, env: v.st.Env}, nil
+}
+
+// closeConns drops v's idle connections to the VMM and the agent.
+func (v *vm) closeConns() {
+	if v.agent != nil {
+		v.agent.Close()
+	}
+	if v.api != nil {
+		v.api.close()
+	}
 }
 
 func (p *Provider) lookup(id string) (*vm, error) {
@@ -584,8 +609,9 @@ func (p *Provider) lookup(id string) (*vm, error) {
 		}
 		p.destroyed[id] = true
 		p.mu.Unlock()
-		v.agent.Close()
-		v.api.close()
+		v.mu.Lock()
+		v.closeConns()
+		v.mu.Unlock()
 		return nil, errdefs.New(errdefs.ErrSandboxDestroyed, "sandbox %s was destroyed", id)
 	}
 	return v, nil
@@ -623,11 +649,17 @@ func (p *Provider) Status(ctx context.Context, id string) (provider.Info, error)
 	if err != nil {
 		return provider.Info{}, err
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	return p.info(v, p.vmState(ctx, v)), nil
 }
 
+// vmState is v's state; v.mu is held.
 func (p *Provider) vmState(ctx context.Context, v *vm) provider.State {
-	if !v.proc.running() {
+	if v.st.Phase == phaseSuspended {
+		return provider.StatePaused
+	}
+	if v.proc == nil || !v.proc.running() {
 		return provider.StateStopped
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -646,24 +678,47 @@ func (p *Provider) vmState(ctx context.Context, v *vm) provider.State {
 
 // Pause pauses the VM (Firecracker's PATCH /vm Paused): its vCPUs stop,
 // its memory stays in the VMM process. Status reports it paused, after a
-// server restart too, since the VMM outlives the server.
+// server restart too, since the VMM outlives the server. With
+// Config.PauseToDisk it then writes the VM to disk and stops the VMM
+// (suspend).
 func (p *Provider) Pause(ctx context.Context, id string) error {
-	return p.setPaused(ctx, id, true)
-}
-
-// Resume resumes a paused VM and sets the guest's clock again, which
-// stood still while it was paused.
-func (p *Provider) Resume(ctx context.Context, id string) error {
-	return p.setPaused(ctx, id, false)
-}
-
-func (p *Provider) setPaused(ctx context.Context, id string, pause bool) error {
 	v, err := p.lookup(id)
 	if err != nil {
 		return err
 	}
 	v.mu.Lock() // not while a destroy or a snapshot holds the VM
 	defer v.mu.Unlock()
+	if v.st.Phase == phaseSuspended {
+		return nil
+	}
+	if err := p.setPaused(ctx, v, true); err != nil {
+		return err
+	}
+	if p.cfg.PauseToDisk {
+		return p.suspend(ctx, v)
+	}
+	return nil
+}
+
+// Resume resumes a paused VM and sets the guest's clock again, which
+// stood still while it was paused. A VM paused to disk is loaded from its
+// snapshot by a new VMM, whatever Config.PauseToDisk says now.
+func (p *Provider) Resume(ctx context.Context, id string) error {
+	v, err := p.lookup(id)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.st.Phase == phaseSuspended {
+		return p.wake(ctx, v)
+	}
+	return p.setPaused(ctx, v, false)
+}
+
+// setPaused pauses or resumes v's VMM; v.mu is held.
+func (p *Provider) setPaused(ctx context.Context, v *vm, pause bool) error {
+	id := v.st.ID
 	want, state := provider.StateRunning, fcapi.VMResumed
 	if pause {
 		want, state = provider.StatePaused, fcapi.VMPaused
@@ -684,6 +739,102 @@ func (p *Provider) setPaused(ctx context.Context, id string, pause bool) error {
 		}
 	}
 	return nil
+}
+
+// suspend writes the paused VM v to disk and stops its VMM, which frees
+// its memory; v.mu is held. state.json says suspended from the moment the
+// snapshot is complete, before the VMM is killed, so a crash at any point
+// leaves either a paused VMM or a complete snapshot. A failed snapshot
+// leaves the VM running, as it was before Pause.
+func (p *Provider) suspend(ctx context.Context, v *vm) error {
+	id := v.st.ID
+	dir := filepath.Join(v.dir, pausedName)
+	err := os.RemoveAll(dir) // a stale one from a crash mid-resume
+	if err == nil {
+		err = os.Mkdir(dir, 0o700)
+	}
+	if err == nil {
+		err = fullSnapshot(ctx, v.api, dir)
+	}
+	// A snapshot resets every vsock connection; pooled ones are dead.
+	v.agent.Close()
+	if err == nil {
+		v.st.Phase = phaseSuspended
+		if err = writeState(v.dir, v.st); err != nil {
+			v.st.Phase = phaseRunning
+		}
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		if rerr := p.setPaused(context.WithoutCancel(ctx), v, false); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "firecracker: pause sandbox %s to disk", id)
+	}
+	p.stopVM(v)
+	if v.proc.running() {
+		// The snapshot is the VM now; the next scan kills this VMM.
+		p.log.Error("firecracker: the VMM of a sandbox paused to disk is still running", "sandbox", id, "pid", v.proc.pid)
+	}
+	v.proc, v.api, v.agent = nil, nil, nil
+	v.st.PID, v.st.PIDStart = 0, 0
+	if err := removeSockets(v.dir); err != nil {
+		p.log.Warn("firecracker: removing a stopped VMM's sockets", "sandbox", id, "err", err)
+	}
+	if err := writeState(v.dir, v.st); err != nil {
+		p.log.Warn("firecracker: recording the stopped VMM", "sandbox", id, "err", err)
+	}
+	return nil
+}
+
+// wake resumes v from the snapshot suspend wrote, in a new VMM; v.mu is
+// held. The snapshot is removed only once state.json says running again:
+// until then a crash leaves the sandbox suspended, and a failed load
+// leaves it so too, its snapshot intact for the next try.
+func (p *Provider) wake(ctx context.Context, v *vm) error {
+	id := v.st.ID
+	dir := filepath.Join(v.dir, pausedName)
+	err := removeSockets(v.dir) // the new VMM must be able to create them
+	if err == nil {
+		err = p.load(ctx, v, dir)
+	}
+	if err == nil {
+		v.st.Phase = phaseRunning
+		if err = writeState(v.dir, v.st); err != nil {
+			v.st.Phase = phaseSuspended
+		}
+	}
+	if err != nil {
+		p.stopVM(v)
+		v.proc, v.api, v.agent = nil, nil, nil
+		v.st.PID, v.st.PIDStart = 0, 0
+		_ = removeSockets(v.dir)
+		_ = writeState(v.dir, v.st)
+		if cerr := context.Cause(ctx); cerr != nil {
+			return fmt.Errorf("firecracker: resume of sandbox %s abandoned: %w", id, cerr)
+		}
+		if errdefs.Classify(err) == nil {
+			err = errdefs.Wrap(errdefs.ErrProviderUnavailable, err, "firecracker: resume sandbox %s from disk", id)
+		}
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		p.log.Warn("firecracker: removing the snapshot of a resumed sandbox", "sandbox", id, "err", err)
+	}
+	return nil
+}
+
+// removeSockets removes a stopped VMM's API and vsock sockets, which a
+// new VMM in the same directory creates again (Firecracker refuses an
+// existing path).
+func removeSockets(dir string) error {
+	var errs []error
+	for _, f := range []string{apiSockName, vsockName} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Destroy kills the VMM and removes the sandbox's state directory.
@@ -736,12 +887,12 @@ func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 	var out []provider.Info
 	for _, v := range vms {
 		v.mu.Lock()
-		ready := v.ready
-		v.mu.Unlock()
-		if !ready {
+		if !v.ready {
+			v.mu.Unlock()
 			continue
 		}
-		if !v.proc.running() {
+		state := p.vmState(ctx, v)
+		if state == provider.StateStopped {
 			p.log.Info("firecracker: VMM died, cleaning up", "sandbox", v.st.ID)
 			p.mu.Lock()
 			if p.vms[v.st.ID] == v {
@@ -749,9 +900,11 @@ func (p *Provider) List(ctx context.Context) ([]provider.Info, error) {
 			}
 			p.mu.Unlock()
 			p.teardown(v)
+			v.mu.Unlock()
 			continue
 		}
-		out = append(out, p.info(v, p.vmState(ctx, v)))
+		out = append(out, p.info(v, state))
+		v.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b provider.Info) int { return a.Created.Compare(b.Created) })
 	return out, nil
@@ -787,13 +940,21 @@ func (p *Provider) scan() {
 			continue
 		}
 		v := &vm{st: st, dir: dir, proc: &vmmProcess{pid: st.PID, start: st.PIDStart}}
-		if st.Phase != phaseRunning || !v.proc.running() {
+		switch {
+		case st.Phase == phaseSuspended:
+			if !p.adoptSuspended(v) {
+				continue
+			}
+		case st.Phase != phaseRunning || !v.proc.running():
 			p.log.Info("firecracker: removing dead sandbox", "sandbox", st.ID, "phase", st.Phase)
 			p.teardown(v)
 			continue
+		default:
+			// A crash after a resume from disk may have left its snapshot.
+			_ = os.RemoveAll(filepath.Join(dir, pausedName))
+			v.api = newVMMClient(filepath.Join(dir, apiSockName))
+			v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(dir, vsockName), AgentVsockPort), agent.WithLimits(p.cfg.AgentLimits))
 		}
-		v.api = newVMMClient(filepath.Join(dir, apiSockName))
-		v.agent = agent.NewClient(agent.HybridVsockDialer(filepath.Join(dir, vsockName), AgentVsockPort), agent.WithLimits(p.cfg.AgentLimits))
 		v.ready = true
 		p.mu.Lock()
 		if _, raced := p.vms[st.ID]; !raced {
@@ -802,6 +963,34 @@ func (p *Provider) scan() {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// adoptSuspended readies a sandbox found paused to disk for adoption: a
+// VMM left by a crash mid-pause or mid-resume is killed (the snapshot is
+// the VM), and one whose snapshot is gone is removed.
+func (p *Provider) adoptSuspended(v *vm) bool {
+	if err := v.proc.kill(10 * time.Second); err != nil {
+		p.log.Error("firecracker: stopping the VMM of a sandbox paused to disk", "sandbox", v.st.ID, "err", err)
+		return false
+	}
+	snap := filepath.Join(v.dir, pausedName)
+	for _, f := range []string{filepath.Join(snap, snapStateName), filepath.Join(snap, snapMemName), filepath.Join(v.dir, driveName)} {
+		if _, err := os.Stat(f); err != nil {
+			p.log.Warn("firecracker: removing a sandbox paused to disk whose snapshot is incomplete", "sandbox", v.st.ID, "err", err)
+			p.teardown(v)
+			return false
+		}
+	}
+	if v.st.PID != 0 {
+		v.st.PID, v.st.PIDStart = 0, 0
+		_ = removeSockets(v.dir)
+		if err := writeState(v.dir, v.st); err != nil {
+			p.log.Warn("firecracker: recording the stopped VMM", "sandbox", v.st.ID, "err", err)
+		}
+	}
+	v.proc = nil
+	p.log.Info("firecracker: adopted VM paused to disk", "sandbox", v.st.ID)
+	return true
 }
 
 func (p *Provider) spawning(dir string) bool {
@@ -831,14 +1020,12 @@ func (p *Provider) Snapshots(context.Context) ([]provider.Snapshot, error) {
 // same state directory adopts them).
 func (p *Provider) Close() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, v := range p.vms {
-		if v.agent != nil {
-			v.agent.Close()
-		}
-		if v.api != nil {
-			v.api.close()
-		}
+	vms := slices.Collect(maps.Values(p.vms))
+	p.mu.Unlock()
+	for _, v := range vms {
+		v.mu.Lock()
+		v.closeConns()
+		v.mu.Unlock()
 	}
 	return nil
 }

@@ -142,12 +142,8 @@ func (s *snapshotStore) create(ctx context.Context, api *vmmClient, vmDir string
 			}
 		}
 	}()
-	if err := api.createSnapshot(ctx, fcapi.SnapshotCreateParams{
-		SnapshotPath: filepath.Join(tmp, snapStateName),
-		MemFilePath:  filepath.Join(tmp, snapMemName),
-		SnapshotType: "Full",
-	}); err != nil {
-		return fmt.Errorf("creating snapshot: %w", err)
+	if err := fullSnapshot(ctx, api, tmp); err != nil {
+		return err
 	}
 	if err := cloneFile(filepath.Join(vmDir, driveName), filepath.Join(tmp, driveName)); err != nil {
 		return fmt.Errorf("copying the drive: %w", err)
@@ -162,6 +158,20 @@ func (s *snapshotStore) create(ctx context.Context, api *vmmClient, vmDir string
 	}
 	if err := os.Rename(tmp, s.path(meta.Key)); err != nil {
 		return err
+	}
+	return nil
+}
+
+// fullSnapshot has the VMM of a paused VM write its state (snapStateName)
+// and memory (snapMemName) into dir: a base snapshot's, or a sandbox's own
+// when it is paused to disk.
+func fullSnapshot(ctx context.Context, api *vmmClient, dir string) error {
+	if err := api.createSnapshot(ctx, fcapi.SnapshotCreateParams{
+		SnapshotPath: filepath.Join(dir, snapStateName),
+		MemFilePath:  filepath.Join(dir, snapMemName),
+		SnapshotType: "Full",
+	}); err != nil {
+		return fmt.Errorf("creating snapshot: %w", err)
 	}
 	return nil
 }

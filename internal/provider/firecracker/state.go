@@ -28,12 +28,20 @@ const (
 	consoleName = "console.log"
 	stateName   = "state.json"
 	driveID     = "rootfs"
+	// pausedName is the directory of the full snapshot (snapStateName,
+	// snapMemName) of a sandbox paused to disk; its drive stays
+	// driveName.
+	pausedName = "paused"
 )
 
 // Sandbox phases recorded in state.json.
 const (
 	phaseStarting = "starting" // a VMM may exist but the sandbox was never handed out
 	phaseRunning  = "running"
+	// phaseSuspended: paused to disk. The snapshot in pausedName is the
+	// VM; no VMM runs (one left by a crash mid-pause or mid-resume is
+	// killed when found).
+	phaseSuspended = "suspended"
 )
 
 // vmState is state.json: everything needed to find a VM again after a

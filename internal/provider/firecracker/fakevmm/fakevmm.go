@@ -16,8 +16,11 @@
 // kernel gives it (no PATH). A guest "vsock:PORT" listener becomes a unix
 // socket inside that directory, and the VMM's hybrid-vsock socket does the
 // CONNECT/OK handshake in front of it, as Firecracker does. Killing the
-// fake kills its guest. Snapshots record the configuration, not memory:
-// a restored guest boots its init again from the snapshot's drive.
+// fake kills its guest. A snapshot records the configuration and, in
+// place of memory, the guest's file tree (which in the fake holds what a
+// VM keeps in its page cache and on its drive alike): a restored guest
+// gets that tree back and boots its init again in it. Processes do not
+// survive a snapshot; files do.
 //
 // Every request and its reply is appended, as one JSON line, to the file
 // named by $STACYVM_FAKEVMM_JOURNAL when it is set, so tests can check
@@ -132,6 +135,9 @@ type VMM struct {
 	entropy    bool
 	guest      *guest
 	mux        *vsockMux
+	// tree is the memory file of a loaded snapshot; start unpacks the
+	// guest's file tree from it instead of the root drive.
+	tree string
 }
 
 type journalEntry struct {
@@ -390,7 +396,8 @@ func (v *VMM) writeSnapshot(p fcapi.SnapshotCreateParams) error {
 	if err := os.WriteFile(p.SnapshotPath, b, 0o600); err != nil {
 		return err
 	}
-	// Guest memory: as large as the guest's, sparse, with a header.
+	// Guest memory: a header, the guest's file tree, then sparse up to
+	// the guest's memory size.
 	f, err := os.OpenFile(p.MemFilePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -399,7 +406,19 @@ func (v *VMM) writeSnapshot(p fcapi.SnapshotCreateParams) error {
 	if _, err := f.WriteString(snapshotMagic + "\n"); err != nil {
 		return err
 	}
-	return f.Truncate(sf.MemSize)
+	if v.guest != nil {
+		if err := writeTree(f, v.guest.root); err != nil {
+			return fmt.Errorf("saving the guest's files: %w", err)
+		}
+	}
+	end, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if end < sf.MemSize {
+		return f.Truncate(sf.MemSize)
+	}
+	return nil
 }
 
 func (v *VMM) loadSnapshot(p fcapi.SnapshotLoadParams) error {
@@ -428,7 +447,7 @@ func (v *VMM) loadSnapshot(p fcapi.SnapshotLoadParams) error {
 		return err
 	}
 	head := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(mf, head); err != nil || string(head) != snapshotMagic || fi.Size() != sf.MemSize {
+	if _, err := io.ReadFull(mf, head); err != nil || string(head) != snapshotMagic || fi.Size() < sf.MemSize {
 		return fmt.Errorf("%s does not hold this snapshot's guest memory", memPath)
 	}
 	// The state records device paths; like Firecracker, reopen them as
@@ -439,6 +458,7 @@ func (v *VMM) loadSnapshot(p fcapi.SnapshotLoadParams) error {
 		}
 	}
 	v.machine, v.boot, v.drives, v.vsock, v.entropy = &sf.Machine, &sf.Boot, sf.Drives, sf.Vsock, sf.Entropy
+	v.tree = memPath
 	return nil
 }
 
@@ -467,7 +487,11 @@ func (v *VMM) start() error {
 		return err
 	}
 	v.log.Printf("booting (fake): kernel %s, root drive %s, init %s %q", v.boot.KernelImagePath, root.PathOnHost, initPath, initArgs)
-	g, err := bootGuest(root.PathOnHost, initPath, initArgs, v.log)
+	unpack := func(dst string) error { return rdump(root.PathOnHost, dst) }
+	if v.tree != "" {
+		unpack = func(dst string) error { return readTree(v.tree, int64(len(snapshotMagic)+1), dst) }
+	}
+	g, err := bootGuest(unpack, initPath, initArgs, v.log)
 	if err != nil {
 		return err
 	}
@@ -520,12 +544,21 @@ type guest struct {
 	done      chan struct{}
 }
 
-// bootGuest unpacks drive into ./fakevm-guest/root and starts init there.
-func bootGuest(drive, initPath string, initArgs []string, logger *log.Logger) (*guest, error) {
+// rdump copies the tree out of the file system image without mounting.
+func rdump(drive, root string) error {
 	debugfs, err := exec.LookPath("debugfs")
 	if err != nil {
-		return nil, fmt.Errorf("debugfs (e2fsprogs) is needed to read the root drive: %w", err)
+		return fmt.Errorf("debugfs (e2fsprogs) is needed to read the root drive: %w", err)
 	}
+	out, err := exec.Command(debugfs, "-R", "rdump / "+root, drive).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("debugfs rdump: %w: %s", err, out)
+	}
+	return nil
+}
+
+// bootGuest fills ./fakevm-guest/root with unpack and starts init there.
+func bootGuest(unpack func(root string) error, initPath string, initArgs []string, logger *log.Logger) (*guest, error) {
 	root, err := filepath.Abs(filepath.Join(guestDirName, "root"))
 	if err != nil {
 		return nil, err
@@ -534,10 +567,8 @@ func bootGuest(drive, initPath string, initArgs []string, logger *log.Logger) (*
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, err
 	}
-	// rdump copies the tree out of the file system image without mounting.
-	out, err := exec.Command(debugfs, "-R", "rdump / "+root, drive).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("debugfs rdump: %w: %s", err, out)
+	if err := unpack(root); err != nil {
+		return nil, err
 	}
 	if fi, err := os.Stat(filepath.Join(root, initPath)); err != nil || fi.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("init %s is missing or not executable in the root file system (%v)", initPath, err)
