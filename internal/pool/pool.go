@@ -940,12 +940,15 @@ func (ps *Pools) checkImage(ctx context.Context, p *pool, spec orchestrator.Pool
 	var stale []member
 	ps.mu.Lock()
 	p.version = current
+	// Members that became ready since the probe are judged by the
+	// version their spawn recorded: once p.version is set here, no member
+	// of another image stays claimable.
 	p.ready = slices.DeleteFunc(p.ready, func(m member) bool {
 		v, ok := known[m.id]
 		if !ok {
-			return false
+			v = m.imageVersion
 		}
-		if v != current {
+		if v != "" && v != current {
 			stale = append(stale, m)
 			return true
 		}
