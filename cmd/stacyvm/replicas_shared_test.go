@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +21,15 @@ import (
 // schema of their own and the Docker provider, with env added to their
 // environment.
 func sharedReplicas(t *testing.T, env ...string) (ct *crashTest, a, b *crashServer) {
+	t.Helper()
+	ct, start := sharedSetup(t)
+	ct.env = append(ct.env, env...)
+	return ct, start(), start()
+}
+
+// sharedSetup prepares servers on one PostgreSQL schema of their own and
+// the Docker provider; start starts one with ct.env as it is then.
+func sharedSetup(t *testing.T) (ct *crashTest, start func() *crashServer) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs real servers and containers; skipped in -short mode")
@@ -34,13 +47,13 @@ func sharedReplicas(t *testing.T, env ...string) (ct *crashTest, a, b *crashServ
 	ct = &crashTest{t: t, image: image, dir: t.TempDir(), run: randHex(8), acked: map[string]*ackedSandbox{}}
 	ct.bin = buildBinaries(t)
 	t.Cleanup(ct.removeContainers)
-	ct.env = append([]string{
+	ct.env = []string{
 		"STACYVM_STORE_DRIVER=postgres", "STACYVM_STORE_DSN=" + u.String(),
 		"STACYVM_STORE_LEASE_TTL=3s",
 		"STACYVM_SANDBOX_REAPER_INTERVAL=1s", "STACYVM_SANDBOX_RECONCILE_INTERVAL=2s",
-	}, env...)
+	}
 	db := filepath.Join(ct.dir, "unused.db") // the store is PostgreSQL
-	return ct, ct.start(db), ct.start(db)
+	return ct, func() *crashServer { return ct.start(db) }
 }
 
 // TestReplicasLimitsExact: spawns fired at once through both replicas
@@ -130,5 +143,133 @@ func waitNoContainers(t *testing.T, ct *crashTest) {
 			t.Fatalf("containers left: %v", cs)
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// TestReplicasIdleTimeout: only A runs the reaper (B's interval is an
+// hour), and a sandbox with a 6 s idle timeout spawned through A is used
+// only through B: execs for longer than the timeout, then one command
+// running longer than the timeout. A's idle sweep leaves it running
+// throughout, since B records the activity in the store. Left idle, A
+// pauses it; a second one with on_idle destroy is destroyed.
+func TestReplicasIdleTimeout(t *testing.T) {
+	const idle = 6 * time.Second
+	ct, a, b := sharedReplicasSplit(t, []string{"STACYVM_SANDBOX_REAPER_INTERVAL=1s"},
+		[]string{"STACYVM_SANDBOX_REAPER_INTERVAL=1h"})
+	ctx := t.Context()
+	state := func(id string) string {
+		t.Helper()
+		sb, err := a.cli.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("get %s through A: %v", id, err)
+		}
+		return sb.State
+	}
+	sb := spawnIdle(t, a.base, ct, "pause")
+	busyUntil := time.Now().Add(idle * 5 / 2)
+	for time.Now().Before(busyUntil) {
+		if _, err := b.cli.Exec(ctx, sb, client.ExecRequest{Command: "true"}); err != nil {
+			t.Fatalf("exec through B: %v", err)
+		}
+		if got := state(sb); got != "running" {
+			t.Fatalf("state %s while B runs execs every second, want running\nA's logs:\n%s", got, a.logs.String())
+		}
+		time.Sleep(time.Second)
+	}
+	// One command under way for twice the timeout is activity throughout.
+	long := make(chan error, 1)
+	go func() {
+		_, err := b.cli.Exec(ctx, sb, client.ExecRequest{Command: "sleep 12", Timeout: time.Minute})
+		long <- err
+	}()
+	for waiting := true; waiting; {
+		select {
+		case err := <-long:
+			if err != nil {
+				t.Fatalf("long exec through B: %v", err)
+			}
+			waiting = false
+		case <-time.After(500 * time.Millisecond):
+			if got := state(sb); got != "running" {
+				t.Fatalf("state %s while a command runs through B, want running\nA's logs:\n%s", got, a.logs.String())
+			}
+		}
+	}
+	lastUse := time.Now()
+	waitState(t, a, sb, "paused", 2*time.Minute)
+	if d := time.Since(lastUse); d < idle {
+		t.Errorf("paused %v after its last use, before its idle timeout %v", d, idle)
+	}
+	t.Logf("paused %v after its last use through B (idle timeout %v)", time.Since(lastUse).Round(100*time.Millisecond), idle)
+
+	gone := spawnIdle(t, a.base, ct, "destroy")
+	if _, err := b.cli.Exec(ctx, gone, client.ExecRequest{Command: "true"}); err != nil {
+		t.Fatalf("exec through B: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for ct.containers()[gone] != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the on_idle destroy sandbox still has its container\nA's logs:\n%s", a.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := b.cli.Get(ctx, gone); err == nil {
+		t.Errorf("the on_idle destroy sandbox is still served through B")
+	}
+	if err := b.cli.Destroy(ctx, sb); err != nil {
+		t.Fatalf("destroy the paused sandbox through B: %v", err)
+	}
+	waitNoContainers(t, ct)
+	ct.stop(a)
+	ct.stop(b)
+}
+
+// sharedReplicasSplit is sharedReplicas with environment of A's and B's
+// own.
+func sharedReplicasSplit(t *testing.T, envA, envB []string) (ct *crashTest, a, b *crashServer) {
+	t.Helper()
+	ct, start := sharedSetup(t)
+	base := ct.env
+	ct.env = append(slices.Clone(base), envA...)
+	a = start()
+	ct.env = append(slices.Clone(base), envB...)
+	b = start()
+	return ct, a, b
+}
+
+// spawnIdle spawns a sandbox with a 6 s idle timeout through base (the
+// Go client has no idle fields) and returns its ID.
+func spawnIdle(t *testing.T, base string, ct *crashTest, onIdle string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"image": ct.image, "metadata": map[string]string{"crashtest": ct.run},
+		"idle_timeout": 6, "on_idle": onIdle})
+	resp, err := http.Post(base+"/api/v1/sandboxes", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sb struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&sb); err != nil || resp.StatusCode != http.StatusCreated || sb.State != "running" {
+		t.Fatalf("spawn: %s, %+v, %v", resp.Status, sb, err)
+	}
+	return sb.ID
+}
+
+// waitState waits until s reports sandbox id in state want.
+func waitState(t *testing.T, s *crashServer, id, want string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		sb, err := s.cli.Get(t.Context(), id)
+		if err == nil && sb.State == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sandbox %s: %+v, %v; still not %s\nlogs:\n%s", id, sb, err, want, s.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

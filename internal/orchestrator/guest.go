@@ -53,6 +53,7 @@ func (m *Manager) guest(ctx context.Context, id, op string) (store.Sandbox, prov
 	if err != nil {
 		return store.Sandbox{}, nil, err
 	}
+	m.recordActivity(ctx, sb)
 	p, err := m.reg.Get(sb.Provider)
 	if err != nil {
 		return store.Sandbox{}, nil, err

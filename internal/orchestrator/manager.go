@@ -90,6 +90,11 @@ type Config struct {
 	// nothing relies on what only this process knows (replicas.go). It
 	// needs Leases.
 	Shared bool
+	// ActivityInterval is, with Shared, how often at most this replica
+	// records one sandbox's activity in the store for the idle sweep of
+	// every replica (less for short idle timeouts: a quarter of the
+	// timeout, at least a second). Default 5s.
+	ActivityInterval time.Duration
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -125,6 +130,7 @@ func DefaultConfig() Config {
 		MaxOutputBytes:     16 << 20,
 		DestroyTimeout:     time.Minute,
 		DefaultOnIdle:      OnIdlePause,
+		ActivityInterval:   5 * time.Second,
 	}
 }
 
@@ -168,6 +174,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DefaultOnIdle == "" {
 		c.DefaultOnIdle = d.DefaultOnIdle
+	}
+	if c.ActivityInterval <= 0 {
+		c.ActivityInterval = d.ActivityInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -233,6 +242,8 @@ type Manager struct {
 
 	activity sync.Map // sandbox ID → time.Time of its last activity (Touch)
 	ops      *activity
+	// written is the activity this replica recorded in a shared store.
+	written activityWrites
 }
 
 // New returns a Manager over st and reg.
@@ -250,6 +261,7 @@ func New(st store.Store, reg *provider.Registry, cfg Config) *Manager {
 		spawning: map[string]struct{}{},
 		healthy:  map[string]bool{},
 		ops:      newActivity(),
+		written:  activityWrites{last: map[string]activityWrite{}},
 	}
 }
 
@@ -631,6 +643,7 @@ func (m *Manager) forget(id string) {
 	defer m.mu.Unlock()
 	delete(m.live, id)
 	m.activity.Delete(id) // a destroyed sandbox has no activity to keep
+	m.written.forget(id)
 }
 
 // fail records a failed spawn. The record stays (state error, with the
@@ -1002,6 +1015,9 @@ func (m *Manager) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { m.keepReconciling(ctx) })
+	if m.shared() {
+		wg.Go(func() { m.keepRecordingActivity(ctx) })
+	}
 	t := time.NewTicker(m.cfg.ReaperInterval)
 	defer t.Stop()
 	for {
@@ -1024,15 +1040,12 @@ func (m *Manager) reap(ctx context.Context) error {
 	} else if n > 0 {
 		m.log.Info("reaper", "reaped", n)
 	}
-	// Activity is seen by the replica that serves it: with a shared store
-	// no replica can tell that a sandbox is idle on every other, so none
-	// pauses or destroys one for idleness (docs/scale-out.md).
-	if !m.shared() {
-		if n, err := m.SweepIdle(ctx); err != nil {
-			m.log.Error("idle sweep", "err", err, "acted", n)
-		} else if n > 0 {
-			m.log.Info("idle sweep", "acted", n)
-		}
+	// With a shared store, the sweep reads the activity every replica
+	// recorded in the store (recordActivity).
+	if n, err := m.SweepIdle(ctx); err != nil {
+		m.log.Error("idle sweep", "err", err, "acted", n)
+	} else if n > 0 {
+		m.log.Info("idle sweep", "acted", n)
 	}
 	if lease.Check(ctx) != nil {
 		return nil

@@ -69,10 +69,6 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	shared := cfg.Store.Driver == config.StorePostgres
 	leases := lease.New(st, lease.NewHolder(), cfg.Store.LeaseTTL, log)
 	log.Info("server instance", "instance", instance, "store", where, "replica", leases.Holder(), "shared_store", shared)
-	if shared {
-		log.Warn("shared store: idle timeouts are not enforced (each replica sees only the activity it serves); TTLs are",
-			"see", "docs/scale-out.md")
-	}
 	cfg = InstanceDirs(cfg, instance)
 
 	reg, closeProviders := BuildRegistry(ctx, cfg, log)

@@ -43,6 +43,11 @@ type Store interface {
 	// is errdefs.ErrConflict and is left unchanged. It is how a warm pool
 	// member is claimed exactly once (pooled → running).
 	UpdateSandboxIf(ctx context.Context, sb Sandbox, state string) error
+	// TouchSandboxes records activity at at in the records ids that are
+	// not destroyed: each one's LastActivity becomes at unless it is later
+	// already. Unknown IDs are ignored. Nothing else in the record changes
+	// (UpdatedAt neither), and no other method writes LastActivity.
+	TouchSandboxes(ctx context.Context, at time.Time, ids ...string) error
 	// History returns a sandbox's state transitions, oldest first.
 	History(ctx context.Context, id string) ([]Transition, error)
 	// CountSandboxes returns how many records are in each state, from one
@@ -147,6 +152,9 @@ type Sandbox struct {
 	// activity before OnIdle ("pause" or "destroy") happens to it.
 	IdleTimeout time.Duration
 	OnIdle      string
+	// LastActivity is when a replica last recorded activity in the
+	// sandbox (TouchSandboxes); zero when none did.
+	LastActivity time.Time
 }
 
 // SandboxLimits bound how many records hold a place at once. A record

@@ -22,6 +22,10 @@ const stateDestroyed = "destroyed"
 const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
 	metadata, env, handle, last_error, created_at, updated_at, expires_at, idle_timeout_ms, on_idle`
 
+// selectSandbox reads sandboxColumns and, last, last_activity, which only
+// TouchSandboxes writes.
+const selectSandbox = `SELECT ` + sandboxColumns + `, last_activity`
+
 func sandboxNotFound(id string) error {
 	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
 }
@@ -48,11 +52,12 @@ func scanSandbox(row pgx.Row) (store.Sandbox, error) {
 		sb                        store.Sandbox
 		md, env                   []byte
 		created, updated, expires *time.Time
+		active                    *time.Time
 		idleMS                    int64
 	)
 	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
 		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires,
-		&idleMS, &sb.OnIdle); err != nil {
+		&idleMS, &sb.OnIdle, &active); err != nil {
 		return store.Sandbox{}, err
 	}
 	sb.IdleTimeout = time.Duration(idleMS) * time.Millisecond
@@ -60,6 +65,7 @@ func scanSandbox(row pgx.Row) (store.Sandbox, error) {
 		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
 	}
 	sb.CreatedAt, sb.UpdatedAt, sb.ExpiresAt = timeFrom(created), timeFrom(updated), timeFrom(expires)
+	sb.LastActivity = timeFrom(active)
 	return sb, nil
 }
 
@@ -140,7 +146,7 @@ func (s *Store) checkLimits(ctx context.Context, tx pgx.Tx, sb store.Sandbox, li
 
 // GetSandbox returns the record of sandbox id, in state destroyed too.
 func (s *Store) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
-	sb, err := scanSandbox(s.pool.QueryRow(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = $1`, id))
+	sb, err := scanSandbox(s.pool.QueryRow(ctx, selectSandbox+` FROM sandboxes WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Sandbox{}, sandboxNotFound(id)
 	}
@@ -177,7 +183,7 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 		at, id := arg(c.CreatedAt), arg(c.ID)
 		where = append(where, "(created_at < "+at+" OR (created_at = "+at+" AND id > "+id+"))")
 	}
-	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	q := selectSandbox + ` FROM sandboxes`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -271,6 +277,17 @@ func (s *Store) updateSandbox(ctx context.Context, sb store.Sandbox, expect stri
 		return err
 	})
 	return s.opErr(err, "update sandbox %s", sb.ID)
+}
+
+// TouchSandboxes implements store.Store, in one statement for every ID.
+func (s *Store) TouchSandboxes(ctx context.Context, at time.Time, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE sandboxes SET last_activity = $1
+		WHERE id = ANY ($2) AND state <> $3 AND (last_activity IS NULL OR last_activity < $1)`,
+		at, ids, stateDestroyed)
+	return s.opErr(err, "record activity")
 }
 
 // History returns the state transitions of sandbox id, oldest first.

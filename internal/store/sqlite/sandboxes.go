@@ -21,6 +21,10 @@ const stateDestroyed = "destroyed"
 const sandboxColumns = `id, provider, image, state, owner_id, template, memory_mb, vcpus, disk_mb,
 	metadata, env, handle, last_error, created_at, updated_at, expires_at, idle_timeout_ms, on_idle`
 
+// selectSandbox reads sandboxColumns and, last, last_activity, which only
+// TouchSandboxes writes.
+const selectSandbox = `SELECT ` + sandboxColumns + `, last_activity`
+
 func sandboxNotFound(id string) error {
 	return errdefs.New(errdefs.ErrSandboxNotFound, "sandbox %s not found", id)
 }
@@ -75,12 +79,12 @@ func scanSandbox(row scanner) (store.Sandbox, error) {
 		sb               store.Sandbox
 		md, env          sql.NullString
 		created, updated sql.NullInt64
-		expires          sql.NullInt64
+		expires, active  sql.NullInt64
 		idleMS           int64
 	)
 	if err := row.Scan(&sb.ID, &sb.Provider, &sb.Image, &sb.State, &sb.OwnerID, &sb.Template, &sb.MemoryMB,
 		&sb.VCPUs, &sb.DiskMB, &md, &env, &sb.Handle, &sb.LastError, &created, &updated, &expires,
-		&idleMS, &sb.OnIdle); err != nil {
+		&idleMS, &sb.OnIdle, &active); err != nil {
 		return store.Sandbox{}, err
 	}
 	sb.IdleTimeout = time.Duration(idleMS) * time.Millisecond
@@ -88,6 +92,7 @@ func scanSandbox(row scanner) (store.Sandbox, error) {
 		return store.Sandbox{}, fmt.Errorf("sandbox %s: decode: %w", sb.ID, err)
 	}
 	sb.CreatedAt, sb.UpdatedAt, sb.ExpiresAt = timeFrom(created), timeFrom(updated), timeFrom(expires)
+	sb.LastActivity = timeFrom(active)
 	return sb, nil
 }
 
@@ -158,7 +163,7 @@ func checkLimits(ctx context.Context, tx *sql.Tx, sb store.Sandbox, lim store.Sa
 
 // GetSandbox returns the record of sandbox id, in state destroyed too.
 func (s *Store) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
-	sb, err := scanSandbox(s.r.QueryRowContext(ctx, `SELECT `+sandboxColumns+` FROM sandboxes WHERE id = ?`, id))
+	sb, err := scanSandbox(s.r.QueryRowContext(ctx, selectSandbox+` FROM sandboxes WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Sandbox{}, sandboxNotFound(id)
 	}
@@ -195,7 +200,7 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 		where = append(where, "(created_at < ? OR (created_at = ? AND id > ?))")
 		args = append(args, at, at, c.ID)
 	}
-	q := `SELECT ` + sandboxColumns + ` FROM sandboxes`
+	q := selectSandbox + ` FROM sandboxes`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
@@ -286,6 +291,24 @@ func (s *Store) updateSandbox(ctx context.Context, sb store.Sandbox, expect stri
 		return err
 	})
 	return opErr(err, "update sandbox %s", sb.ID)
+}
+
+// TouchSandboxes implements store.Store.
+func (s *Store) TouchSandboxes(ctx context.Context, at time.Time, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := checkTime("at", at); err != nil {
+		return err
+	}
+	args := []any{clampNanos(at), stateDestroyed, clampNanos(at)}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	_, err := s.w.ExecContext(ctx, `UPDATE sandboxes SET last_activity = ?
+		WHERE state <> ? AND (last_activity IS NULL OR last_activity < ?)
+		AND id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
+	return opErr(err, "record activity")
 }
 
 // History returns the state transitions of sandbox id, oldest first.

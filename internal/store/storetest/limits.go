@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stacyvm/stacyvm/internal/errdefs"
 	"github.com/stacyvm/stacyvm/internal/store"
@@ -128,5 +129,49 @@ func testCreateWithinRace(t *testing.T, open Open) {
 			sb.State = "destroyed"
 			mustUpdate(t, a, sb)
 		}
+	}
+}
+
+func testTouchSandboxes(t *testing.T, open Open) {
+	s := newStore(t, open)
+	ctx := t.Context()
+	a, b, gone := fullSandbox("sb-touch-a"), fullSandbox("sb-touch-b"), fullSandbox("sb-touch-gone")
+	a.LastActivity = at(100) // not written by CreateSandbox
+	gone.State = "destroyed"
+	mustCreate(t, s, a, b, gone)
+	if got := mustGet(t, s, a.ID); !got.LastActivity.IsZero() {
+		t.Errorf("LastActivity after CreateSandbox = %v, want zero (only TouchSandboxes writes it)", got.LastActivity)
+	}
+	if err := s.TouchSandboxes(ctx, at(5), a.ID, b.ID, gone.ID, "sb-unknown"); err != nil {
+		t.Fatalf("TouchSandboxes: %v", err)
+	}
+	if err := s.TouchSandboxes(ctx, at(9)); err != nil {
+		t.Fatalf("TouchSandboxes without IDs: %v", err)
+	}
+	// An older time never moves it back.
+	if err := s.TouchSandboxes(ctx, at(3), a.ID); err != nil {
+		t.Fatalf("TouchSandboxes: %v", err)
+	}
+	if err := s.TouchSandboxes(ctx, at(7), b.ID); err != nil {
+		t.Fatalf("TouchSandboxes: %v", err)
+	}
+	for id, want := range map[string]time.Time{a.ID: at(5), b.ID: at(7), gone.ID: {}} {
+		got := mustGet(t, s, id)
+		checkTime(t, id+" LastActivity", got.LastActivity, want)
+		if !got.UpdatedAt.Equal(at(1)) {
+			t.Errorf("%s UpdatedAt = %v after TouchSandboxes, want it unchanged (%v)", id, got.UpdatedAt, at(1))
+		}
+	}
+	// UpdateSandbox keeps it, whatever the record written says.
+	up := mustGet(t, s, a.ID)
+	up.State, up.UpdatedAt, up.LastActivity = "running", at(6), time.Time{}
+	mustUpdate(t, s, up)
+	checkTime(t, "LastActivity after UpdateSandbox", mustGet(t, s, a.ID).LastActivity, at(5))
+	list, err := s.ListSandboxes(ctx, store.SandboxFilter{States: []string{"running"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || !list[0].LastActivity.Equal(at(5)) {
+		t.Errorf("ListSandboxes = %+v, want %s with LastActivity %v", list, a.ID, at(5))
 	}
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Open) {
 		{"SandboxNotFound", testSandboxNotFound},
 		{"SandboxUpdate", testSandboxUpdate},
 		{"CreateWithin", testCreateWithin},
+		{"TouchSandboxes", testTouchSandboxes},
 		{"CreateWithinRace", testCreateWithinRace},
 		{"SandboxUpdateIf", testSandboxUpdateIf},
 		{"SandboxUpdateIfRace", testSandboxUpdateIfRace},
@@ -191,8 +192,9 @@ func checkSandbox(t *testing.T, got, want store.Sandbox) {
 	checkTime(t, want.ID+" CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, want.ID+" UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 	checkTime(t, want.ID+" ExpiresAt", got.ExpiresAt, want.ExpiresAt)
-	got.CreatedAt, got.UpdatedAt, got.ExpiresAt = time.Time{}, time.Time{}, time.Time{}
-	want.CreatedAt, want.UpdatedAt, want.ExpiresAt = time.Time{}, time.Time{}, time.Time{}
+	checkTime(t, want.ID+" LastActivity", got.LastActivity, want.LastActivity)
+	got.CreatedAt, got.UpdatedAt, got.ExpiresAt, got.LastActivity = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	want.CreatedAt, want.UpdatedAt, want.ExpiresAt, want.LastActivity = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("sandbox differs (times aside):\n got  %#v\n want %#v", got, want)
 	}
