@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -61,6 +62,7 @@ func checkSuspended(t *testing.T, dir string, vmm vmState) {
 		t.Errorf("the VMM (pid %d) still runs while paused to disk: its memory is not freed", vmm.PID)
 	}
 	waitGone(t, "guest processes while paused to disk", func() bool { return len(guestPIDs(t, dir)) == 0 })
+	waitGone(t, "processes in the sandbox's directory while paused to disk", func() bool { return len(processesIn(dir)) == 0 })
 	st, err := readState(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -90,6 +92,9 @@ func TestPauseToDiskAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	seeds := len(r.seeds)
+	if len(processesIn(dir)) == 0 {
+		t.Fatal("no process runs in the sandbox's directory before the pause: processesIn finds no VMM")
+	}
 
 	if err := p.Pause(t.Context(), id); err != nil {
 		t.Fatalf("Pause: %v", err)
@@ -273,4 +278,96 @@ func TestPauseToDiskAdoption(t *testing.T) {
 	if _, err := os.Stat(dropDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state dir after destroying an adopted sandbox paused to disk: %v", err)
 	}
+}
+
+// A VM paused in memory (by a server without the flag, or left so by a
+// crash between the snapshot and state.json) is written to disk by the
+// next Pause with the flag on.
+func TestPauseToDiskOfAVMPausedInMemory(t *testing.T) {
+	state := shortDir(t)
+	p1, _ := newFake(t, state)
+	id := spawnT(t, p1, provider.Spec{})
+	writeGuest(t, p1, id, "/workspace/f", "paused in memory first")
+	if err := p1.Pause(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(p1.sbDir, handleFor(id))
+	before, err := readState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alive(before.PID, before.PIDStart) {
+		t.Fatal("the VMM of a VM paused in memory is gone")
+	}
+	p1.Close()
+
+	p2, _ := newPauseToDisk(t, state)
+	if err := p2.Pause(t.Context(), id); err != nil {
+		t.Fatalf("Pause to disk of a VM paused in memory: %v", err)
+	}
+	checkSuspended(t, dir, before)
+	if err := p2.Resume(t.Context(), id); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if got := readGuest(t, p2, id, "/workspace/f"); got != "paused in memory first" {
+		t.Errorf("file after Resume: %q", got)
+	}
+}
+
+// A snapshot that cannot be loaded fails Resume and leaves the sandbox
+// paused to disk (no VMM left running), its snapshot kept for another
+// try; Destroy still removes it.
+func TestPauseToDiskFailedResume(t *testing.T) {
+	p, _ := newPauseToDisk(t, shortDir(t))
+	id := spawnT(t, p, provider.Spec{})
+	dir := filepath.Join(p.sbDir, handleFor(id))
+	if err := p.Pause(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	mem := filepath.Join(dir, pausedName, snapMemName)
+	if err := os.Truncate(mem, 10); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Resume(t.Context(), id)
+	if !errors.Is(err, errdefs.ErrProviderUnavailable) {
+		t.Fatalf("Resume from a broken snapshot: %v, want provider unavailable", err)
+	}
+	st, err := readState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Phase != phaseSuspended || st.PID != 0 {
+		t.Errorf("state after a failed Resume: phase %q, pid %d; want suspended, no VMM", st.Phase, st.PID)
+	}
+	if info, err := p.Status(t.Context(), id); err != nil || info.State != provider.StatePaused {
+		t.Errorf("Status after a failed Resume = %+v, %v; want paused", info, err)
+	}
+	if _, err := os.Stat(mem); err != nil {
+		t.Errorf("the snapshot after a failed Resume: %v", err)
+	}
+	waitGone(t, "guest processes after a failed Resume", func() bool { return len(guestPIDs(t, dir)) == 0 })
+	waitGone(t, "the VMM started for a failed Resume", func() bool { return len(processesIn(dir)) == 0 })
+	if err := p.Destroy(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir after Destroy: %v", err)
+	}
+}
+
+// processesIn lists the processes whose working directory is dir: the
+// VMMs of a sandbox (each runs in its directory).
+func processesIn(dir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && cwd == dir {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
