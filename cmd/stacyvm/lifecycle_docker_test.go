@@ -24,7 +24,8 @@ import (
 // server's store) and the container: spawn, pause and resume (explicit
 // and by an exec), destroy from running and from paused, TTL expiry,
 // idle pause and idle destroy, a container stopped behind the server's
-// back, a failed spawn, and a warm pool member's claim. Operations a
+// back, a failed spawn, a runtime without a record adopted by reconcile,
+// and a warm pool member's claim. Operations a
 // state does not allow answer 409 naming the state (404
 // SANDBOX_DESTROYED once destroyed); an empty pool whose policy is reject
 // answers 429 with Retry-After; and at the end dockerd holds exactly the
@@ -210,7 +211,9 @@ pools:
 			return id
 		}, []string{"creating", "running", "stopped", "destroying", "destroyed"}, "gone"},
 		{"failed spawn", func(t *testing.T) string {
-			missing := "stacyvm/missing:" + randHex(4)
+			// On a loopback registry that is not there: the pull fails
+			// without leaving the machine.
+			missing := "127.0.0.1:1/stacyvm/missing:" + randHex(4)
 			before := s.ids(t, "?state=error")
 			if code := s.call(t, "POST", "/api/v1/sandboxes", map[string]any{"image": missing}, nil); code < 400 || code == 500 {
 				t.Fatalf("spawn of a missing image: %d, want a clear 4xx/5xx", code)
@@ -229,6 +232,44 @@ pools:
 			do(t, "DELETE", sb(id), nil, 200, "")
 			return id
 		}, []string{"creating", "error", "destroying", "destroyed"}, "gone"},
+		{"adopted by reconcile", func(t *testing.T) string {
+			// A running container of this instance without a record (a
+			// spawn's runtime whose record was lost): the labels of a
+			// live sandbox's container, under a new ID.
+			donor := spawn(t, map[string]any{})
+			out, err := exec.Command("docker", "inspect", "--format", "{{json .Config.Labels}}", "stacyvm-"+donor).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			labels := map[string]string{}
+			if err := json.Unmarshal(out, &labels); err != nil {
+				t.Fatal(err)
+			}
+			do(t, "DELETE", sb(donor), nil, 200, "")
+			// Reconcile (every 500 ms) removes a container it catches
+			// between docker run's create and start (never started: a
+			// crashed spawn's), so a run it caught is tried again.
+			for range 5 {
+				id := "sb-" + randHex(12)
+				labels["stacyvm.sandbox-id"] = id
+				args := []string{"run", "-d", "--name", "stacyvm-" + id, "--network", "none"}
+				for k, v := range labels {
+					args = append(args, "--label", k+"="+v)
+				}
+				exec.Command("docker", append(args, image, "sleep", "3600")...).Run()
+				deadline := time.Now().Add(30 * time.Second)
+				for stateOf(id) != "running" && ctr(id) == "running" && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
+				if stateOf(id) == "running" {
+					do(t, "DELETE", sb(id), nil, 200, "")
+					return id
+				}
+				exec.Command("docker", "rm", "-f", "stacyvm-"+id).Run()
+			}
+			t.Fatal("a running container of this instance without a record was never adopted")
+			return ""
+		}, []string{"running", "destroying", "destroyed"}, "gone"},
 		{"pool member claimed", func(t *testing.T) string {
 			id := spawn(t, map[string]any{"memory_mb": 96})
 			do(t, "DELETE", sb(id), nil, 200, "")
