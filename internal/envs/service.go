@@ -24,6 +24,7 @@ import (
 
 	"github.com/stacyvm/stacyvm/internal/envs/envspec"
 	"github.com/stacyvm/stacyvm/internal/errdefs"
+	"github.com/stacyvm/stacyvm/internal/lease"
 	"github.com/stacyvm/stacyvm/internal/store"
 )
 
@@ -68,9 +69,22 @@ type Config struct {
 	// Firecracker builds root file systems for the firecracker target;
 	// nil refuses it.
 	Firecracker FirecrackerBuilder
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Leases, when set, makes builds safe across replicas sharing the
+	// store: each build runs under the lease "build/<id>", renewed while
+	// it runs, and Recover (at start, then every lease TTL) requeues or
+	// fails only builds whose lease has lapsed, one replica at a time. A
+	// build whose lease was lost writes nothing more. Without Leases,
+	// Recover takes every building build for one this process left.
+	Leases *lease.Runner
+	Logger *slog.Logger
+	Now    func() time.Time
 }
+
+// Names of the leases the service takes (Config.Leases).
+const (
+	leaseBuild   = "build/"
+	LeaseRecover = "builds-recover"
+)
 
 // Registry is where the registry target pushes. The credentials never
 // leave the service: not in a build, an artifact, a log line or a route.
@@ -513,14 +527,52 @@ func (s *Service) Follow(ctx context.Context, id string, emit func(data string, 
 
 // Recover runs before the workers: builds left building by a process
 // that died are queued again, or failed once they have used their
-// attempts. No build stays building forever.
+// attempts. No build stays building forever. With Config.Leases, a build
+// is left alone while its lease is held (another replica builds it) or
+// for a lease TTL after its claim (its worker is taking the lease), and
+// one replica at a time recovers.
 func (s *Service) Recover(ctx context.Context) error {
+	if s.cfg.Leases == nil {
+		return s.recover(ctx)
+	}
+	_, err := s.cfg.Leases.Do(ctx, LeaseRecover, s.recover)
+	return err
+}
+
+// orphaned reports whether building build b has no worker anywhere.
+func (s *Service) orphaned(ctx context.Context, b store.EnvBuild) (bool, error) {
+	if s.cfg.Leases == nil {
+		return true, nil
+	}
+	s.mu.Lock()
+	_, here := s.running[b.ID]
+	s.mu.Unlock()
+	if here || s.now().Sub(b.StartedAt) < s.cfg.Leases.TTL() {
+		return false, nil
+	}
+	held, err := lease.Held(ctx, s.cfg.Leases.Store(), leaseBuild+b.ID)
+	return !held, err
+}
+
+func (s *Service) recover(ctx context.Context) error {
 	stuck, err := s.st.ListEnvBuilds(ctx, store.EnvBuildFilter{Statuses: []string{store.BuildBuilding}})
 	if err != nil {
 		return fmt.Errorf("environments: recover: %w", err)
 	}
 	var errs []error
 	for _, b := range stuck {
+		orphan, err := s.orphaned(ctx, b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !orphan {
+			continue
+		}
+		if err := lease.Check(ctx); err != nil {
+			errs = append(errs, err)
+			break // another replica recovers now
+		}
 		now := s.now()
 		b.UpdatedAt = now
 		if b.Attempts < s.cfg.MaxAttempts {
@@ -547,17 +599,62 @@ func (s *Service) Run(ctx context.Context) {
 	for range s.cfg.Workers {
 		wg.Go(func() { s.worker(ctx) })
 	}
+	if s.cfg.Leases != nil {
+		// A replica that dies mid-build leaves it building: the others
+		// find it once its lease lapses.
+		wg.Go(func() {
+			t := time.NewTicker(s.cfg.Leases.TTL())
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+						s.log.Error("environments: recover builds of stopped replicas", "err", err)
+					}
+				}
+			}
+		})
+	}
 	wg.Wait()
+}
+
+// executeClaimed builds a claimed build, under its lease with
+// Config.Leases.
+func (s *Service) executeClaimed(ctx context.Context, b store.EnvBuild) error {
+	if s.cfg.Leases == nil {
+		s.execute(ctx, b)
+		return nil
+	}
+	held, release, err := s.cfg.Leases.Hold(ctx, leaseBuild+b.ID)
+	if err != nil {
+		// Give the claim back: this attempt never started.
+		b.Status, b.Attempts, b.StartedAt, b.UpdatedAt = store.BuildQueued, b.Attempts-1, time.Time{}, s.now()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if uerr := s.st.UpdateEnvBuild(wctx, b, store.BuildBuilding); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		if ctx.Err() == nil {
+			s.log.Error("environments: take a build's lease; the build is queued again", "build", b.ID, "err", err)
+		}
+		return err
+	}
+	defer release()
+	s.execute(held, b)
+	return nil
 }
 
 func (s *Service) worker(ctx context.Context) {
 	for ctx.Err() == nil {
 		b, err := s.st.ClaimEnvBuild(ctx, s.now())
 		if err == nil {
-			s.execute(ctx, b)
-			continue
-		}
-		if errdefs.Classify(err) != errdefs.ErrNotFound && ctx.Err() == nil {
+			if err = s.executeClaimed(ctx, b); err == nil {
+				continue
+			}
+			// The lease could not be taken: wait before claiming again.
+		} else if errdefs.Classify(err) != errdefs.ErrNotFound && ctx.Err() == nil {
 			s.log.Error("environments: claim a build", "err", err)
 		}
 		select {
@@ -602,7 +699,7 @@ func (s *Service) execute(parent context.Context, b store.EnvBuild) {
 	flushed := make(chan struct{})
 	go func() {
 		defer close(flushed)
-		s.flushLog(flushCtx, b, r.log)
+		s.flushLog(flushCtx, b, r)
 	}()
 
 	fmt.Fprintf(r.log, "stacyvm: build %s (attempt %d) of spec %s started\n", b.ID, b.Attempts, b.SpecID)
@@ -631,14 +728,29 @@ func (s *Service) execute(parent context.Context, b store.EnvBuild) {
 	b.Log = r.log.String()
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer wcancel()
+	if name, token, ok := lease.Token(parent); ok {
+		// A replica paused past its lease may find the build recovered,
+		// claimed again, even finished by another: its result is not
+		// the build's any more.
+		if err := s.cfg.Leases.Store().CheckLease(wctx, name, token); err != nil {
+			s.log.Warn("environments: the build's lease was lost; its result is dropped (another replica recovers the build)",
+				"build", b.ID, "attempt", b.Attempts, "status", b.Status, "err", err)
+			return
+		}
+	}
 	if err := s.st.UpdateEnvBuild(wctx, b, store.BuildBuilding); err != nil {
+		if errdefs.Classify(err) == errdefs.ErrConflict {
+			// Canceled through another replica meanwhile: that stands.
+			s.log.Info("environments: the build's record changed meanwhile; kept", "build", b.ID, "err", err)
+			return
+		}
 		s.log.Error("environments: record the end of a build", "build", b.ID, "status", b.Status, "err", err)
 		return
 	}
 	s.log.Info("environment build finished", "build", b.ID, "status", b.Status, "image", image, "reason", b.Reason)
 }
 
-func (s *Service) flushLog(ctx context.Context, b store.EnvBuild, l *buildLog) {
+func (s *Service) flushLog(ctx context.Context, b store.EnvBuild, r *run) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := ""
@@ -648,7 +760,14 @@ func (s *Service) flushLog(ctx context.Context, b store.EnvBuild, l *buildLog) {
 			return
 		case <-t.C:
 		}
-		text := l.String()
+		if s.cfg.Leases != nil {
+			// A cancel through another replica only changes the record.
+			if cur, err := s.st.GetEnvBuild(ctx, b.ID); err == nil && cur.Status == store.BuildCanceled {
+				r.cancel(errCanceled)
+				return
+			}
+		}
+		text := r.log.String()
 		if text == last {
 			continue
 		}

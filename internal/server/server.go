@@ -75,7 +75,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 	defer closeProviders()
 	announce(ctx, reg, log)
 
-	envSvc, closeEnvs := environments(ctx, cfg, st, log)
+	var buildLeases *lease.Runner
+	if shared {
+		buildLeases = leases // builds run once across replicas
+	}
+	envSvc, closeEnvs := environments(ctx, cfg, st, buildLeases, log)
 	defer closeEnvs()
 
 	met := metrics.New(nil)
@@ -244,7 +248,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Lis
 // environments starts the environment build service when it is enabled
 // and dockerd answers; otherwise its routes answer 503 and the log says
 // why. Builds caught building by a previous process are recovered first.
-func environments(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger) (*envs.Service, func()) {
+func environments(ctx context.Context, cfg *config.Config, st store.Store, leases *lease.Runner, log *slog.Logger) (*envs.Service, func()) {
 	e := cfg.Environments
 	if !e.Enabled {
 		log.Info("environment builds disabled", "setting", "environments.enabled")
@@ -256,6 +260,7 @@ func environments(ctx context.Context, cfg *config.Config, st store.Store, log *
 		return nil, func() {}
 	}
 	ecfg := envs.Config{
+		Leases:       leases,
 		PipIndexURL:  e.PipIndexURL,
 		Workers:      e.Workers,
 		QueueSize:    e.QueueSize,
