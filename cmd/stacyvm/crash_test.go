@@ -10,7 +10,6 @@ import (
 	"io"
 	"maps"
 	mrand "math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -18,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,7 +62,7 @@ func TestCrashUnderLoadWithDocker(t *testing.T) {
 			round, st.started, st.ok, st.cut, st.inFlight, st.spawned, st.destroyed, rep.reconciled, rep.live, time.Since(start).Round(time.Millisecond))
 	}
 	n := ct.deleteAll(s)
-	ct.stop(s)
+	s.stop(t)
 	t.Logf("deleted the %d remaining sandboxes; nothing left; whole test %v", n, time.Since(began).Round(time.Second))
 }
 
@@ -88,71 +86,17 @@ type ackedSandbox struct {
 	pending    map[string]string // a write sent but not acknowledged: path → content
 }
 
-type crashServer struct {
-	base   string
-	cmd    *exec.Cmd
-	exited chan error
-	logs   *syncBuffer
-	cli    *client.Client
-	killed sync.Once
-}
-
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
-func (ct *crashTest) start(db string) *crashServer {
-	t := ct.t
-	t.Helper()
-	addr := "127.0.0.1:" + freePort(t)
-	s := &crashServer{base: "http://" + addr, exited: make(chan error, 1), logs: &syncBuffer{}}
-	s.cmd = exec.Command(filepath.Join(ct.bin, "stacyvm"), "serve", "--listen", addr, "--db", db)
-	s.cmd.Dir = ct.dir
-	s.cmd.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
-		"STACYVM_LOG_FORMAT=text")
-	s.cmd.Env = append(s.cmd.Env, ct.env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() { s.cmd.Process.Kill() })
-	waitHealthy(t, s.base, s.exited, s.logs)
-	// Another process may have taken the port between freePort and the
-	// server's listen: make sure the health answer was this server's.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.logs.String(), "addr="+addr); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s answered, but not this server\n%s", s.base, s.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cli, err := client.New(s.base, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cli = cli
-	return s
-}
-
-func (ct *crashTest) kill9(s *crashServer) {
-	s.killed.Do(func() {
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
-	})
-}
-
-func (ct *crashTest) stop(s *crashServer) {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s.exited:
-		if err != nil {
-			ct.t.Errorf("serve after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		ct.t.Error("serve did not stop on SIGTERM")
-	}
+// start runs a server with the docker provider (runc) on the database db.
+func (ct *crashTest) start(db string) *serveProcess {
+	ct.t.Helper()
+	env := append([]string{"STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc", "STACYVM_LOG_FORMAT=text"}, ct.env...)
+	return startServe(ct.t, ct.bin, ct.dir, "", env, "--db", db)
 }
 
 type stormStats struct {
@@ -164,7 +108,7 @@ type stormStats struct {
 // sandboxes (its own and those that survived earlier rounds), and kills s
 // with SIGKILL once target operations have started, with operations of
 // every kind in flight.
-func (ct *crashTest) storm(s *crashServer, target int) stormStats {
+func (ct *crashTest) storm(s *serveProcess, target int) stormStats {
 	const workers = 16
 	t := ct.t
 	var st stormStats
@@ -201,13 +145,13 @@ func (ct *crashTest) storm(s *crashServer, target int) stormStats {
 					killOnce.Do(func() {
 						st.inFlight = inFlight.Load()
 						close(killed) // first: the errors the kill causes are expected
-						ct.kill9(s)
+						s.kill9()
 					})
 					return
 				}
 				inFlight.Add(1)
 				octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-				err := ct.op(octx, s.cli, &mine, n, &spawned, &destroyed)
+				err := ct.op(octx, s.client, &mine, n, &spawned, &destroyed)
 				cancel()
 				inFlight.Add(-1)
 				select {
@@ -222,7 +166,7 @@ func (ct *crashTest) storm(s *crashServer, target int) stormStats {
 				}
 				if err != nil {
 					t.Errorf("before the kill: %v", err)
-					killOnce.Do(func() { close(killed); ct.kill9(s) })
+					killOnce.Do(func() { close(killed); s.kill9() })
 					return
 				}
 				ok.Add(1)
@@ -383,7 +327,7 @@ type verifyReport struct {
 var reconciledLine = regexp.MustCompile(`msg=reconciled (.*)`)
 
 // verify checks, after a restart, that the store and dockerd agree.
-func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
+func (ct *crashTest) verify(s *serveProcess, orphan string) verifyReport {
 	t := ct.t
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -395,10 +339,10 @@ func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
 		t.Errorf("the server logged no reconcile\n%s", s.logs.String())
 	}
 
-	if _, err := s.cli.Get(ctx, orphan); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := s.client.Get(ctx, orphan); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("never-started orphan %s: %v, want no record (not adopted)", orphan, err)
 	}
-	records, err := s.cli.List(ctx, client.ListOptions{OwnerID: ct.run})
+	records, err := s.client.List(ctx, client.ListOptions{OwnerID: ct.run})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +389,7 @@ func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
 		case a.destroyed && running[id]:
 			t.Errorf("%s: destroy acknowledged, but it is running again", id)
 		case !a.destroyed && !running[id]:
-			r, err := s.cli.Get(ctx, id)
+			r, err := s.client.Get(ctx, id)
 			t.Errorf("%s: spawn acknowledged, but it is not running after the restart: %s %q %v", id, r.State, r.Error, err)
 		}
 	}
@@ -457,7 +401,7 @@ func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			res, err := s.cli.Exec(ctx, id, client.ExecRequest{Command: "echo alive"})
+			res, err := s.client.Exec(ctx, id, client.ExecRequest{Command: "echo alive"})
 			if err != nil || res.Stdout != "alive\n" {
 				t.Errorf("exec in %s after restart: %+v %v", id, res, err)
 				return
@@ -465,7 +409,7 @@ func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
 			for path, want := range acked[id].files {
 				// A write cut off by the kill may have landed after the
 				// acknowledged one: either content is right, nothing else.
-				got, err := readAll(ctx, s.cli, id, path)
+				got, err := readAll(ctx, s.client, id, path)
 				if err != nil {
 					t.Errorf("%s: acknowledged file %s: %v", id, path, err)
 				} else if got != want && got != acked[id].pending[path] {
@@ -484,11 +428,11 @@ func (ct *crashTest) verify(s *crashServer, orphan string) verifyReport {
 
 // deleteAll destroys every sandbox of the test through the API and checks
 // that dockerd holds none of its containers afterwards.
-func (ct *crashTest) deleteAll(s *crashServer) int {
+func (ct *crashTest) deleteAll(s *serveProcess) int {
 	t := ct.t
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	records, err := s.cli.List(ctx, client.ListOptions{OwnerID: ct.run})
+	records, err := s.client.List(ctx, client.ListOptions{OwnerID: ct.run})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,13 +442,13 @@ func (ct *crashTest) deleteAll(s *crashServer) int {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := s.cli.Destroy(ctx, r.ID); err != nil {
+			if err := s.client.Destroy(ctx, r.ID); err != nil {
 				t.Errorf("destroy %s (%s): %v", r.ID, r.State, err)
 			}
 		})
 	}
 	wg.Wait()
-	if left, err := s.cli.List(ctx, client.ListOptions{OwnerID: ct.run}); err != nil || len(left) > 0 {
+	if left, err := s.client.List(ctx, client.ListOptions{OwnerID: ct.run}); err != nil || len(left) > 0 {
 		t.Errorf("records left after deleting all: %d %v", len(left), err)
 	}
 	if ctrs := ct.containers(); len(ctrs) > 0 {

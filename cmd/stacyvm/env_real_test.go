@@ -11,25 +11,12 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stacyvm/stacyvm/internal/client"
 	"github.com/stacyvm/stacyvm/internal/envs/envstest"
 )
-
-// buildServer is `stacyvm serve` with environment builds on Docker, as its
-// own process, so that a test can SIGKILL it mid-build and start another
-// on the same database.
-type buildServer struct {
-	base   string
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	exited chan error
-	once   sync.Once
-	client *client.Client
-}
 
 const buildAPIKey = "env-test-key"
 
@@ -44,53 +31,20 @@ func envConfig(dir, indexURL, extra string) string {
 		"environments:\n  pip_index_url: " + indexURL + "\n  build_network: host\n" + extra
 }
 
-func startEnvServer(t *testing.T, bin, dir, yaml string) *buildServer {
+// startEnvServer runs a server with the configuration yaml (envConfig)
+// in dir; a test may SIGKILL it mid-build and start another on the same
+// database.
+func startEnvServer(t *testing.T, bin, dir, yaml string) *serveProcess {
 	t.Helper()
 	cfgPath := filepath.Join(dir, "stacyvm.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := "127.0.0.1:" + freePort(t)
-	s := &buildServer{base: "http://" + addr, logs: &syncBuffer{}, exited: make(chan error, 1)}
-	s.cmd = exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--config", cfgPath, "--listen", addr)
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() { s.stop(t) })
-	waitHealthy(t, s.base, s.exited, s.logs)
-	c, err := client.New(s.base, buildAPIKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.client = c
-	return s
-}
-
-func (s *buildServer) kill9() {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
-	})
-}
-
-func (s *buildServer) stop(t *testing.T) {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-s.exited:
-		case <-time.After(30 * time.Second):
-			t.Errorf("the server did not stop in 30s")
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
-	})
+	return startServe(t, bin, dir, buildAPIKey, nil, "--config", cfgPath)
 }
 
 // envCLI runs the stacyvm CLI in-process against s.
-func envCLI(t *testing.T, s *buildServer, args ...string) result {
+func envCLI(t *testing.T, s *serveProcess, args ...string) result {
 	t.Helper()
 	return cliWith(t, nil, invocation{}, append([]string{"--server", s.base, "--api-key", buildAPIKey}, args...)...)
 }

@@ -1,16 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,53 +51,20 @@ func TestKillNineAndRestartWithKubernetes(t *testing.T) {
 		}
 	}
 
-	type server struct {
-		base   string
-		cmd    *exec.Cmd
-		exited chan error
-		logs   *syncBuffer
-	}
-	start := func(db string) *server {
+	start := func(db string) *serveProcess {
 		t.Helper()
-		addr := "127.0.0.1:" + freePort(t)
-		s := &server{base: "http://" + addr, exited: make(chan error, 1), logs: &syncBuffer{}}
-		s.cmd = exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", db)
-		s.cmd.Dir = dir
-		s.cmd.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=kubernetes",
-			"STACYVM_KUBERNETES_KUBECONFIG="+cluster.Kubeconfig,
-			"STACYVM_KUBERNETES_NAMESPACE="+cluster.Namespace,
-			"STACYVM_KUBERNETES_NODE_NAME="+cluster.Node,
-			"STACYVM_KUBERNETES_AGENT_IMAGE="+agentImage,
-			"STACYVM_KUBERNETES_PULL_POLICY=Never")
-		s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-		if err := s.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { s.exited <- s.cmd.Wait() }()
-		t.Cleanup(func() { s.cmd.Process.Kill() })
-		waitHealthy(t, s.base, s.exited, s.logs)
-		return s
+		return startServe(t, bin, dir, "", []string{"STACYVM_PROVIDER_ENABLED=kubernetes",
+			"STACYVM_KUBERNETES_KUBECONFIG=" + cluster.Kubeconfig,
+			"STACYVM_KUBERNETES_NAMESPACE=" + cluster.Namespace,
+			"STACYVM_KUBERNETES_NODE_NAME=" + cluster.Node,
+			"STACYVM_KUBERNETES_AGENT_IMAGE=" + agentImage,
+			"STACYVM_KUBERNETES_PULL_POLICY=Never"}, "--db", db)
 	}
-	call := func(s *server, method, path string, body any) (int, []byte) {
+	call := func(s *serveProcess, method, path string, body any) (int, []byte) {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, s.base+"/api/v1"+path, rd)
-		if rd != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", method, path, err, s.logs.String())
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, out
+		return s.call(t, method, path, body)
 	}
-	spawn := func(s *server) string {
+	spawn := func(s *serveProcess) string {
 		t.Helper()
 		code, out := call(s, "POST", "/sandboxes", map[string]any{"image": image, "ttl": "10m"})
 		var sb struct{ ID string }
@@ -112,10 +73,6 @@ func TestKillNineAndRestartWithKubernetes(t *testing.T) {
 		}
 		t.Cleanup(func() { deletePod(sb.ID) })
 		return sb.ID
-	}
-	kill9 := func(s *server) {
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
 	}
 	podGone := func(id string) bool {
 		deadline := time.Now().Add(time.Minute)
@@ -134,7 +91,7 @@ func TestKillNineAndRestartWithKubernetes(t *testing.T) {
 	if code, out := call(s1, "POST", "/sandboxes/"+alive+"/files", map[string]string{"path": "/workspace/keep.txt", "content": "kept\n"}); code != 200 {
 		t.Fatalf("write: %d %s", code, out)
 	}
-	kill9(s1)
+	s1.kill9()
 	deletePod(vanished)
 	if !podGone(vanished) {
 		t.Fatalf("the pod of %s was not deleted", vanished)
@@ -144,7 +101,7 @@ func TestKillNineAndRestartWithKubernetes(t *testing.T) {
 	// is not the first server's to adopt or remove.
 	orphanSrv := start(filepath.Join(dir, "other.db"))
 	orphan := spawn(orphanSrv)
-	kill9(orphanSrv)
+	orphanSrv.kill9()
 
 	s2 := start(db)
 	code, out := call(s2, "POST", "/sandboxes/"+alive+"/exec", map[string]string{"command": "cat /workspace/keep.txt; echo again"})
@@ -166,13 +123,5 @@ func TestKillNineAndRestartWithKubernetes(t *testing.T) {
 	if _, err := pods.Get(context.Background(), "stacyvm-"+alive, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("pod of %s after destroy: %v, want not found", alive, err)
 	}
-	s2.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s2.exited:
-		if err != nil {
-			t.Errorf("serve after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Error("serve did not stop on SIGTERM")
-	}
+	s2.stop(t)
 }

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,34 +10,20 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// poolServer is `stacyvm serve` as its own process, with warm pools from a
-// configuration file, that the test may kill with SIGKILL.
+// poolServer is `stacyvm serve` with warm pools from a configuration
+// file, and the server instance it logged.
 type poolServer struct {
-	base     string
-	cmd      *exec.Cmd
-	exited   chan error
-	logs     *syncBuffer
+	*serveProcess
 	instance string
 }
 
 func startPoolServer(t *testing.T, bin, dir, cfgPath string) *poolServer {
 	t.Helper()
-	addr := "127.0.0.1:" + freePort(t)
-	s := &poolServer{base: "http://" + addr, exited: make(chan error, 1), logs: &syncBuffer{}}
-	s.cmd = exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--config", cfgPath, "--listen", addr)
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() { s.cmd.Process.Kill() })
-	waitHealthy(t, s.base, s.exited, s.logs)
+	s := &poolServer{serveProcess: startServe(t, bin, dir, "", nil, "--config", cfgPath)}
 	m := regexp.MustCompile(`server instance.* instance=(\S+)`).FindStringSubmatch(s.logs.String())
 	if m == nil {
 		t.Fatalf("no instance id in the log:\n%s", s.logs.String())
@@ -50,28 +32,16 @@ func startPoolServer(t *testing.T, bin, dir, cfgPath string) *poolServer {
 	return s
 }
 
-func (s *poolServer) call(t *testing.T, method, path string, body, out any) int {
+// callJSON is call that decodes a successful reply into out.
+func (s *poolServer) callJSON(t *testing.T, method, path string, body, out any) int {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.base+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Errorf("%s %s: %v", method, path, err)
-		return 0
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
+	code, b := s.call(t, method, path, body)
+	if out != nil && code >= 200 && code < 300 {
 		if err := json.Unmarshal(b, out); err != nil {
 			t.Errorf("%s %s: decode %s: %v", method, path, b, err)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 type dockerPool struct {
@@ -88,7 +58,7 @@ func (s *poolServer) pool(t *testing.T, name string) dockerPool {
 	var st struct {
 		Pools []dockerPool `json:"pools"`
 	}
-	s.call(t, "GET", "/api/v1/pool/status", nil, &st)
+	s.callJSON(t, "GET", "/pool/status", nil, &st)
 	for _, p := range st.Pools {
 		if p.Name == name {
 			return p
@@ -117,7 +87,7 @@ func (s *poolServer) ids(t *testing.T, query string) []string {
 	var list []struct {
 		ID string `json:"id"`
 	}
-	if code := s.call(t, "GET", "/api/v1/sandboxes"+query, nil, &list); code != 200 {
+	if code := s.callJSON(t, "GET", "/sandboxes"+query, nil, &list); code != 200 {
 		t.Fatalf("list %s: %d", query, code)
 	}
 	var out []string
@@ -217,7 +187,7 @@ pools:
 				ID    string `json:"id"`
 				Owner string `json:"owner_id"`
 			}
-			code := a.call(t, "POST", "/api/v1/sandboxes", map[string]any{"image": image, "provider": "docker",
+			code := a.callJSON(t, "POST", "/sandboxes", map[string]any{"image": image, "provider": "docker",
 				"owner_id": fmt.Sprintf("user-%d", i)}, &sb)
 			claims[i] = claim{id: sb.ID, code: code}
 			if code != 201 || sb.Owner != fmt.Sprintf("user-%d", i) {
@@ -227,7 +197,7 @@ pools:
 			var res struct {
 				ExitCode int `json:"exit_code"`
 			}
-			a.call(t, "POST", "/api/v1/sandboxes/"+sb.ID+"/exec",
+			a.callJSON(t, "POST", "/sandboxes/"+sb.ID+"/exec",
 				map[string]any{"command": "test ! -e /workspace/claimed && touch /workspace/claimed"}, &res)
 			claims[i].fresh = res.ExitCode == 0
 		})
@@ -262,8 +232,7 @@ pools:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	a.cmd.Process.Signal(syscall.SIGKILL)
-	<-a.exited
+	a.kill9()
 
 	b := startPoolServer(t, bin, dir, cfgPath)
 	if b.instance != instance {
@@ -301,17 +270,10 @@ pools:
 	var res struct {
 		ExitCode int `json:"exit_code"`
 	}
-	if code := b.call(t, "POST", "/api/v1/sandboxes/"+claims[0].id+"/exec", map[string]any{"command": "test -e /workspace/claimed"}, &res); code != 200 || res.ExitCode != 0 {
+	if code := b.callJSON(t, "POST", "/sandboxes/"+claims[0].id+"/exec", map[string]any{"command": "test -e /workspace/claimed"}, &res); code != 200 || res.ExitCode != 0 {
 		t.Errorf("claimed sandbox after restart: %d exit %d", code, res.ExitCode)
 	}
 
 	// Stop cleanly; the test's cleanup removes what is left.
-	b.cmd.Process.Signal(syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	select {
-	case <-b.exited:
-	case <-ctx.Done():
-		t.Error("serve did not stop on SIGTERM")
-	}
+	b.stop(t)
 }

@@ -51,40 +51,40 @@ func TestTwoReplicasWithDocker(t *testing.T) {
 	meta := map[string]string{"crashtest": ct.run}
 
 	events := subscribe(t, b.base)
-	sb, err := a.cli.Spawn(ctx, client.SpawnRequest{Image: image, Metadata: meta})
+	sb, err := a.client.Spawn(ctx, client.SpawnRequest{Image: image, Metadata: meta})
 	if err != nil {
 		t.Fatalf("spawn through A: %v", err)
 	}
 	events.await(t, sb.ID, "sandbox.created", "sandbox.running")
 
-	res, err := b.cli.Exec(ctx, sb.ID, client.ExecRequest{Command: "echo through-b"})
+	res, err := b.client.Exec(ctx, sb.ID, client.ExecRequest{Command: "echo through-b"})
 	if err != nil || res.Stdout != "through-b\n" {
 		t.Fatalf("exec through B: %+v, %v", res, err)
 	}
-	if err := a.cli.WriteFile(ctx, sb.ID, "/tmp/a.txt", strings.NewReader("written through A"), 0o644); err != nil {
+	if err := a.client.WriteFile(ctx, sb.ID, "/tmp/a.txt", strings.NewReader("written through A"), 0o644); err != nil {
 		t.Fatalf("write through A: %v", err)
 	}
-	if got, err := readAll(ctx, b.cli, sb.ID, "/tmp/a.txt"); err != nil || got != "written through A" {
+	if got, err := readAll(ctx, b.client, sb.ID, "/tmp/a.txt"); err != nil || got != "written through A" {
 		t.Fatalf("read through B: %q, %v", got, err)
 	}
 	// A short-lived one, for the reaper to expire after A is gone.
-	short, err := a.cli.Spawn(ctx, client.SpawnRequest{Image: image, Metadata: meta, TTL: 8 * time.Second})
+	short, err := a.client.Spawn(ctx, client.SpawnRequest{Image: image, Metadata: meta, TTL: 8 * time.Second})
 	if err != nil {
 		t.Fatalf("spawn through A: %v", err)
 	}
 	events.await(t, short.ID, "sandbox.created", "sandbox.running")
 
-	ct.kill9(a)
+	a.kill9()
 	killed := time.Now()
 
-	res, err = b.cli.Exec(ctx, sb.ID, client.ExecRequest{Command: "cat /tmp/a.txt; echo; echo after-kill"})
+	res, err = b.client.Exec(ctx, sb.ID, client.ExecRequest{Command: "cat /tmp/a.txt; echo; echo after-kill"})
 	if err != nil || res.Stdout != "written through A\nafter-kill\n" {
 		t.Fatalf("exec through B after A died: %+v, %v", res, err)
 	}
-	if err := b.cli.WriteFile(ctx, sb.ID, "/tmp/b.txt", strings.NewReader("written through B"), 0o644); err != nil {
+	if err := b.client.WriteFile(ctx, sb.ID, "/tmp/b.txt", strings.NewReader("written through B"), 0o644); err != nil {
 		t.Fatalf("write through B: %v", err)
 	}
-	if got, err := readAll(ctx, b.cli, sb.ID, "/tmp/b.txt"); err != nil || got != "written through B" {
+	if got, err := readAll(ctx, b.client, sb.ID, "/tmp/b.txt"); err != nil || got != "written through B" {
 		t.Fatalf("read through B: %q, %v", got, err)
 	}
 	// Reaper and reconcile now run on B: the short one expires, and a
@@ -109,7 +109,7 @@ func TestTwoReplicasWithDocker(t *testing.T) {
 	t.Logf("A killed; %v later B had expired the short-lived sandbox (TTL 8s) and removed the orphan", time.Since(killed).Round(100*time.Millisecond))
 
 	// Nothing leaked: the containers are exactly the live records.
-	live, err := b.cli.List(ctx, client.ListOptions{})
+	live, err := b.client.List(ctx, client.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,14 +117,14 @@ func TestTwoReplicasWithDocker(t *testing.T) {
 	if len(live) != 1 || live[0].ID != sb.ID || len(cs) != 1 || cs[sb.ID] != "running" {
 		t.Fatalf("live records %v and containers %v; want just %s", ids(live), cs, sb.ID)
 	}
-	if err := b.cli.Destroy(ctx, sb.ID); err != nil {
+	if err := b.client.Destroy(ctx, sb.ID); err != nil {
 		t.Fatalf("destroy through B: %v", err)
 	}
 	events.await(t, sb.ID, "sandbox.destroyed")
 	if cs := ct.containers(); len(cs) != 0 {
 		t.Errorf("containers left after destroying everything: %v", cs)
 	}
-	ct.stop(b)
+	b.stop(t)
 }
 
 func ids(sbs []client.Sandbox) []string {

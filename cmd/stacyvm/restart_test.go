@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // TestKillNineAndRestartWithDocker is the no-leak story end to end with
@@ -33,48 +27,15 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinaries(t)
 
-	type server struct {
-		base   string
-		cmd    *exec.Cmd
-		exited chan error
-		logs   *syncBuffer
-	}
-	start := func(db string) *server {
+	start := func(db string) *serveProcess {
 		t.Helper()
-		addr := "127.0.0.1:" + freePort(t)
-		s := &server{base: "http://" + addr, exited: make(chan error, 1), logs: &syncBuffer{}}
-		s.cmd = exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", db)
-		s.cmd.Dir = dir
-		s.cmd.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc")
-		s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-		if err := s.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { s.exited <- s.cmd.Wait() }()
-		t.Cleanup(func() { s.cmd.Process.Kill() })
-		waitHealthy(t, s.base, s.exited, s.logs)
-		return s
+		return startServe(t, bin, dir, "", []string{"STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc"}, "--db", db)
 	}
-	call := func(s *server, method, path string, body any) (int, []byte) {
+	call := func(s *serveProcess, method, path string, body any) (int, []byte) {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, s.base+"/api/v1"+path, rd)
-		if rd != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", method, path, err, s.logs.String())
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, out
+		return s.call(t, method, path, body)
 	}
-	spawn := func(s *server) string {
+	spawn := func(s *serveProcess) string {
 		t.Helper()
 		code, out := call(s, "POST", "/sandboxes", map[string]any{"image": image, "ttl": "10m"})
 		var sb struct{ ID string }
@@ -83,10 +44,6 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 		}
 		t.Cleanup(func() { exec.Command("docker", "rm", "-f", "stacyvm-"+sb.ID).Run() })
 		return sb.ID
-	}
-	kill9 := func(s *server) {
-		s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
 	}
 
 	db := filepath.Join(dir, "stacyvm.db")
@@ -105,7 +62,7 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	if code, out := call(s1, "POST", "/sandboxes/"+paused+"/pause", nil); code != 200 || !strings.Contains(string(out), `"state":"paused"`) {
 		t.Fatalf("pause: %d %s", code, out)
 	}
-	kill9(s1)
+	s1.kill9()
 	if out, err := exec.Command("docker", "pause", "stacyvm-"+frozenOutside).CombinedOutput(); err != nil {
 		t.Fatalf("pause a container behind the server's back: %v %s", err, out)
 	}
@@ -117,7 +74,7 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	// is not the first server's to adopt or remove.
 	orphanSrv := start(filepath.Join(dir, "other.db"))
 	orphan := spawn(orphanSrv)
-	kill9(orphanSrv)
+	orphanSrv.kill9()
 
 	s2 := start(db)
 	code, out := call(s2, "POST", "/sandboxes/"+alive+"/exec", map[string]string{"command": "cat /workspace/keep.txt; echo again"})
@@ -157,13 +114,5 @@ func TestKillNineAndRestartWithDocker(t *testing.T) {
 	if out, err := exec.Command("docker", "inspect", "stacyvm-"+alive).CombinedOutput(); err == nil {
 		t.Errorf("container of %s still exists after destroy: %s", alive, out[:min(len(out), 200)])
 	}
-	s2.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s2.exited:
-		if err != nil {
-			t.Errorf("serve after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Error("serve did not stop on SIGTERM")
-	}
+	s2.stop(t)
 }
