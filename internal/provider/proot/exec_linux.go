@@ -318,7 +318,7 @@ func (p *Provider) prootEnv() []string {
 	for _, k := range slices.Sorted(maps.Keys(BaseEnv)) {
 		env = append(env, k+"="+BaseEnv[k])
 	}
-	return env
+	return append(env, p.loaderEnv...)
 }
 
 // deliver copies the command's output to out until the pipes close.

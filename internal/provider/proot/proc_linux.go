@@ -230,10 +230,10 @@ func killProcs(ctx context.Context, tracers []proc, uid int, helpers ...proc) er
 			return fmt.Errorf("killing the sandbox's processes: %w", err)
 		}
 	}
-	// With nothing left to trace, a tracer exits by itself, and removes
-	// the loader it unpacked into /tmp (PRoot 5.1 ignores PROOT_TMP_DIR
-	// for it); a SIGKILL would leave that file behind. SIGKILL is only the
-	// fallback.
+	// With nothing left to trace, a tracer exits by itself, cleaning up
+	// after itself; SIGKILL is only the fallback. (A PRoot that wrote its
+	// own loader to /tmp would leave it there if killed; the provider
+	// gives them one in the state directory: loader_linux.go.)
 	for _, t := range tracers {
 		t.signal(syscall.SIGCONT)
 	}

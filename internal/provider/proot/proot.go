@@ -35,6 +35,7 @@ type Provider struct {
 	imagesDir string
 	stateDir  string
 	prootPath string
+	loaderEnv []string // PROOT_LOADER*: the loaders in stateDir (loader_linux.go)
 	agentPath string
 	max       int
 	// privateUIDs: the server is root, so each sandbox runs as its own
@@ -187,6 +188,9 @@ func New(opts Options) (*Provider, error) {
 	}
 	if err := p.prepareStateDir(); err != nil {
 		return nil, err
+	}
+	if p.loaderEnv, err = extractLoaders(p.prootPath, p.stateDir); err != nil {
+		p.log.Warn("cannot extract PRoot's loader: each proot writes its own to /tmp, and one killed with SIGKILL leaves it there", "err", err)
 	}
 	if p.uidBase <= 0 {
 		p.uidBase = defaultUIDBase(p.stateDir)
@@ -417,7 +421,7 @@ func (p *Provider) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, p.prootPath, "-v", "-1", p.agentPath, "--version")
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, p.loaderEnv...)
 	out, err := cmd.CombinedOutput()
 	if err == nil && !strings.Contains(string(out), agentName) {
 		err = fmt.Errorf("unexpected output %q", firstLine(out))

@@ -47,10 +47,30 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if matches, _ := filepath.Glob("/tmp/prooted-*"); len(matches) > 0 {
-		fmt.Fprintf(os.Stderr, "PRoot loader files left in /tmp: %q\n", matches)
+	// PRoot is given its loader (loader_linux.go) and writes none to
+	// /tmp. Such a file belongs to the sandbox's uid, so the ones of other
+	// packages' tests running now are not counted.
+	if left := loadersInTmp(func(uid int) bool {
+		_, ok := testUIDBases.Load(uid - uid%uidsPerProvider)
+		return ok
+	}); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "PRoot loader files of this package's sandboxes left in /tmp: %q\n", left)
+		code = 1
 	}
 	os.Exit(code)
+}
+
+// loadersInTmp lists the loader files PRoot wrote to /tmp whose owner
+// passes mine.
+func loadersInTmp(mine func(uid int) bool) []string {
+	matches, _ := filepath.Glob("/tmp/prooted-*")
+	var out []string
+	for _, m := range matches {
+		if fi, err := os.Stat(m); err == nil && mine(int(fi.Sys().(*syscall.Stat_t).Uid)) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // newProvider returns a provider on stateDir with the test images and
@@ -285,7 +305,9 @@ func TestUnknownImage(t *testing.T) {
 			t.Errorf("Spawn of image %q: %v, want invalid argument", bad, err)
 		}
 	}
-	if ents, _ := os.ReadDir(p.stateDir); len(ents) != 0 {
+	ents, _ := os.ReadDir(p.stateDir)
+	ents = slices.DeleteFunc(ents, func(e fs.DirEntry) bool { return e.Name() == loaderFile || e.Name() == loader32File })
+	if len(ents) != 0 {
 		t.Errorf("failed spawns left %d entries in the state directory", len(ents))
 	}
 }
@@ -546,6 +568,43 @@ func TestExecKillsWholeTree(t *testing.T) {
 	}
 	if tr := findTracers(filepath.Join(p.stateDir, id, rootfsDir)); len(tr) != 0 {
 		t.Errorf("%d PRoot processes left after the timeout", len(tr))
+	}
+}
+
+// TestNoLoaderInTmp: PRoot runs the loader the provider extracted into
+// its state directory, instead of writing its own to /tmp, which a proot
+// killed with SIGKILL (Destroy's fallback, or a crash) would leave behind.
+func TestNoLoaderInTmp(t *testing.T) {
+	prootest.Require(t, prootest.Busybox)
+	p := newProvider(t, prootest.StateDir(t))
+	if len(p.loaderEnv) == 0 {
+		t.Fatal("no loader extracted from the proot binary")
+	}
+	for _, kv := range p.loaderEnv {
+		_, path, _ := strings.Cut(kv, "=")
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o555 || filepath.Dir(path) != p.stateDir {
+			t.Errorf("loader %s: %v, %v; want mode 0555 in the state directory", kv, fi, err)
+		}
+	}
+	id := spawn(t, p, provider.Spec{})
+	if out, _ := run(t, p, id, "(setsid sleep 600 &); echo ran"); out != "ran\n" {
+		t.Fatalf("exec with the extracted loader: %q", out)
+	}
+	tr := findTracers(filepath.Join(p.stateDir, id, rootfsDir))
+	if len(tr) != 1 {
+		t.Fatalf("%d PRoot processes for the background sleep, want 1", len(tr))
+	}
+	// PRoot writes its loader before it starts the program: by now it
+	// would be there.
+	if m, _ := filepath.Glob(fmt.Sprintf("/tmp/prooted-%d-*", tr[0].PID)); len(m) > 0 {
+		t.Errorf("PRoot wrote its loader to /tmp: %q", m)
+	}
+	tr[0].signal(syscall.SIGKILL)
+	if err := p.Destroy(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(fmt.Sprintf("/tmp/prooted-%d-*", tr[0].PID)); len(m) > 0 {
+		t.Errorf("loader left in /tmp after SIGKILL and Destroy: %q", m)
 	}
 }
 
