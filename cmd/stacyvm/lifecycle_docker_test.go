@@ -98,7 +98,7 @@ pools:
 	spawn := func(t *testing.T, body map[string]any) string {
 		t.Helper()
 		var sb sandbox
-		if code := s.call(t, "POST", "/api/v1/sandboxes", body, &sb); code != 201 || sb.State != "running" {
+		if code := s.callJSON(t, "POST", "/sandboxes", body, &sb); code != 201 || sb.State != "running" {
 			t.Fatalf("spawn %v: %d %+v", body, code, sb)
 		}
 		return sb.ID
@@ -215,7 +215,7 @@ pools:
 			// without leaving the machine.
 			missing := "127.0.0.1:1/stacyvm/missing:" + randHex(4)
 			before := s.ids(t, "?state=error")
-			if code := s.call(t, "POST", "/api/v1/sandboxes", map[string]any{"image": missing}, nil); code < 400 || code == 500 {
+			if code := s.callJSON(t, "POST", "/sandboxes", map[string]any{"image": missing}, nil); code < 400 || code == 500 {
 				t.Fatalf("spawn of a missing image: %d, want a clear 4xx/5xx", code)
 			}
 			var id string

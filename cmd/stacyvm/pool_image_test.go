@@ -134,7 +134,7 @@ pools:
 			var sb struct {
 				ID string `json:"id"`
 			}
-			if code := s.call(t, "POST", "/api/v1/sandboxes", map[string]any{"image": tag, "provider": "docker"}, &sb); code != 201 {
+			if code := s.callJSON(t, "POST", "/sandboxes", map[string]any{"image": tag, "provider": "docker"}, &sb); code != 201 {
 				t.Errorf("spawn during the rebuild: status %d", code)
 				return
 			}
@@ -142,7 +142,7 @@ pools:
 			var res struct {
 				Stdout string `json:"stdout"`
 			}
-			s.call(t, "POST", "/api/v1/sandboxes/"+sb.ID+"/exec", map[string]any{"command": "cat /version"}, &res)
+			s.callJSON(t, "POST", "/sandboxes/"+sb.ID+"/exec", map[string]any{"command": "cat /version"}, &res)
 			c.version = strings.TrimSpace(res.Stdout)
 			c.image = containerImage(t, sb.ID)
 			mu.Lock()
@@ -264,7 +264,7 @@ pools:
 		}
 	}
 	for _, id := range exact("after the replacement") {
-		if code := s.call(t, "DELETE", "/api/v1/sandboxes/"+id, nil, nil); code != 200 {
+		if code := s.callJSON(t, "DELETE", "/sandboxes/"+id, nil, nil); code != 200 {
 			t.Errorf("destroy %s: %d", id, code)
 		}
 	}

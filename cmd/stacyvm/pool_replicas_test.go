@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -146,14 +145,14 @@ pools:
 			ID    string `json:"id"`
 			Owner string `json:"owner_id"`
 		}
-		code := s.call(t, "POST", "/api/v1/sandboxes", map[string]any{"image": image, "provider": "docker", "owner_id": owner}, &sb)
+		code := s.callJSON(t, "POST", "/sandboxes", map[string]any{"image": image, "provider": "docker", "owner_id": owner}, &sb)
 		if code != 201 || sb.Owner != owner {
 			return sb.ID, code, false
 		}
 		var res struct {
 			ExitCode int `json:"exit_code"`
 		}
-		s.call(t, "POST", "/api/v1/sandboxes/"+sb.ID+"/exec",
+		s.callJSON(t, "POST", "/sandboxes/"+sb.ID+"/exec",
 			map[string]any{"command": "test ! -e /workspace/claimed && touch /workspace/claimed"}, &res)
 		return sb.ID, code, res.ExitCode == 0
 	}
@@ -210,8 +209,7 @@ pools:
 	if dead == nil {
 		t.Fatalf("the refill lease's holder (pid %s) is neither replica", holder)
 	}
-	dead.cmd.Process.Signal(syscall.SIGKILL)
-	<-dead.exited
+	dead.kill9()
 	killed := time.Now()
 	members = survivor.ids(t, "?state=pooled")
 	for i := range target - 1 {
@@ -229,7 +227,7 @@ pools:
 	// Destroy every sandbox; members stay (as at any stop) and are
 	// removed with the test's containers.
 	for _, id := range survivor.ids(t, "") {
-		if code := survivor.call(t, "DELETE", "/api/v1/sandboxes/"+id, nil, nil); code != 200 {
+		if code := survivor.callJSON(t, "DELETE", "/sandboxes/"+id, nil, nil); code != 200 {
 			t.Errorf("destroy %s: %d", id, code)
 		}
 	}
@@ -238,12 +236,7 @@ pools:
 	if len(ctrs) != len(pooled) || len(pooled) != target {
 		t.Errorf("after destroying every sandbox: containers %v, members %v", ctrs, pooled)
 	}
-	survivor.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-survivor.exited:
-	case <-time.After(30 * time.Second):
-		t.Error("serve did not stop on SIGTERM")
-	}
+	survivor.stop(t)
 }
 
 // refillHolder returns the PID of the replica holding the warm pools'

@@ -20,7 +20,7 @@ import (
 // sharedReplicas starts two `stacyvm serve` processes on one PostgreSQL
 // schema of their own and the Docker provider, with env added to their
 // environment.
-func sharedReplicas(t *testing.T, env ...string) (ct *crashTest, a, b *crashServer) {
+func sharedReplicas(t *testing.T, env ...string) (ct *crashTest, a, b *serveProcess) {
 	t.Helper()
 	ct, start := sharedSetup(t)
 	ct.env = append(ct.env, env...)
@@ -29,7 +29,7 @@ func sharedReplicas(t *testing.T, env ...string) (ct *crashTest, a, b *crashServ
 
 // sharedSetup prepares servers on one PostgreSQL schema of their own and
 // the Docker provider; start starts one with ct.env as it is then.
-func sharedSetup(t *testing.T) (ct *crashTest, start func() *crashServer) {
+func sharedSetup(t *testing.T) (ct *crashTest, start func() *serveProcess) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs real servers and containers; skipped in -short mode")
@@ -53,7 +53,7 @@ func sharedSetup(t *testing.T) (ct *crashTest, start func() *crashServer) {
 		"STACYVM_SANDBOX_REAPER_INTERVAL=1s", "STACYVM_SANDBOX_RECONCILE_INTERVAL=2s",
 	}
 	db := filepath.Join(ct.dir, "unused.db") // the store is PostgreSQL
-	return ct, func() *crashServer { return ct.start(db) }
+	return ct, func() *serveProcess { return ct.start(db) }
 }
 
 // TestReplicasLimitsExact: spawns fired at once through both replicas
@@ -73,9 +73,9 @@ func TestReplicasLimitsExact(t *testing.T) {
 	)
 	start := make(chan struct{})
 	for i := range spawns {
-		cli := a.cli
+		cli := a.client
 		if i%2 == 1 {
-			cli = b.cli
+			cli = b.client
 		}
 		wg.Go(func() {
 			<-start
@@ -111,21 +111,21 @@ func TestReplicasLimitsExact(t *testing.T) {
 		}
 	}
 	// A place freed through one replica is taken through the other.
-	if err := a.cli.Destroy(ctx, ok[0]); err != nil {
+	if err := a.client.Destroy(ctx, ok[0]); err != nil {
 		t.Fatal(err)
 	}
-	sb, err := b.cli.Spawn(ctx, client.SpawnRequest{Image: ct.image, Metadata: meta})
+	sb, err := b.client.Spawn(ctx, client.SpawnRequest{Image: ct.image, Metadata: meta})
 	if err != nil {
 		t.Fatalf("spawn through B after a destroy through A: %v", err)
 	}
 	for _, id := range append(ok[1:], sb.ID) {
-		if err := b.cli.Destroy(ctx, id); err != nil {
+		if err := b.client.Destroy(ctx, id); err != nil {
 			t.Errorf("destroy %s: %v", id, err)
 		}
 	}
 	waitNoContainers(t, ct)
-	ct.stop(a)
-	ct.stop(b)
+	a.stop(t)
+	b.stop(t)
 }
 
 // waitNoContainers waits for the test's containers to be gone.
@@ -159,7 +159,7 @@ func TestReplicasIdleTimeout(t *testing.T) {
 	ctx := t.Context()
 	state := func(id string) string {
 		t.Helper()
-		sb, err := a.cli.Get(ctx, id)
+		sb, err := a.client.Get(ctx, id)
 		if err != nil {
 			t.Fatalf("get %s through A: %v", id, err)
 		}
@@ -168,7 +168,7 @@ func TestReplicasIdleTimeout(t *testing.T) {
 	sb := spawnIdle(t, a.base, ct, "pause")
 	busyUntil := time.Now().Add(idle * 5 / 2)
 	for time.Now().Before(busyUntil) {
-		if _, err := b.cli.Exec(ctx, sb, client.ExecRequest{Command: "true"}); err != nil {
+		if _, err := b.client.Exec(ctx, sb, client.ExecRequest{Command: "true"}); err != nil {
 			t.Fatalf("exec through B: %v", err)
 		}
 		if got := state(sb); got != "running" {
@@ -179,7 +179,7 @@ func TestReplicasIdleTimeout(t *testing.T) {
 	// One command under way for twice the timeout is activity throughout.
 	long := make(chan error, 1)
 	go func() {
-		_, err := b.cli.Exec(ctx, sb, client.ExecRequest{Command: "sleep 12", Timeout: time.Minute})
+		_, err := b.client.Exec(ctx, sb, client.ExecRequest{Command: "sleep 12", Timeout: time.Minute})
 		long <- err
 	}()
 	for waiting := true; waiting; {
@@ -203,7 +203,7 @@ func TestReplicasIdleTimeout(t *testing.T) {
 	t.Logf("paused %v after its last use through B (idle timeout %v)", time.Since(lastUse).Round(100*time.Millisecond), idle)
 
 	gone := spawnIdle(t, a.base, ct, "destroy")
-	if _, err := b.cli.Exec(ctx, gone, client.ExecRequest{Command: "true"}); err != nil {
+	if _, err := b.client.Exec(ctx, gone, client.ExecRequest{Command: "true"}); err != nil {
 		t.Fatalf("exec through B: %v", err)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -213,20 +213,20 @@ func TestReplicasIdleTimeout(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := b.cli.Get(ctx, gone); err == nil {
+	if _, err := b.client.Get(ctx, gone); err == nil {
 		t.Errorf("the on_idle destroy sandbox is still served through B")
 	}
-	if err := b.cli.Destroy(ctx, sb); err != nil {
+	if err := b.client.Destroy(ctx, sb); err != nil {
 		t.Fatalf("destroy the paused sandbox through B: %v", err)
 	}
 	waitNoContainers(t, ct)
-	ct.stop(a)
-	ct.stop(b)
+	a.stop(t)
+	b.stop(t)
 }
 
 // sharedReplicasSplit is sharedReplicas with environment of A's and B's
 // own.
-func sharedReplicasSplit(t *testing.T, envA, envB []string) (ct *crashTest, a, b *crashServer) {
+func sharedReplicasSplit(t *testing.T, envA, envB []string) (ct *crashTest, a, b *serveProcess) {
 	t.Helper()
 	ct, start := sharedSetup(t)
 	base := ct.env
@@ -259,11 +259,11 @@ func spawnIdle(t *testing.T, base string, ct *crashTest, onIdle string) string {
 }
 
 // waitState waits until s reports sandbox id in state want.
-func waitState(t *testing.T, s *crashServer, id, want string, limit time.Duration) {
+func waitState(t *testing.T, s *serveProcess, id, want string, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
-		sb, err := s.cli.Get(t.Context(), id)
+		sb, err := s.client.Get(t.Context(), id)
 		if err == nil && sb.State == want {
 			return
 		}
