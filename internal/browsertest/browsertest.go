@@ -84,6 +84,11 @@ func New(t testing.TB, opts Options) context.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chromium keeps its singleton socket in a directory of its own under
+	// TMPDIR and removes it only when it exits cleanly, which a browser
+	// stopped at the end of a test does not: one such directory was left
+	// in /tmp by every run. The test's own directory is removed with it.
+	flags = append(flags, chromedp.Env("TMPDIR="+t.TempDir()))
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Minute
