@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,42 +35,16 @@ func TestHostileAgentWithDocker(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinaries(t)
 	const grace, callTimeout = time.Second, 3 * time.Second
-	addr := "127.0.0.1:" + freePort(t)
-	base := "http://" + addr
-	logs := &syncBuffer{}
-	srv := exec.Command(filepath.Join(bin, "stacyvm"), "serve", "--listen", addr, "--db", filepath.Join(dir, "stacyvm.db"))
-	srv.Dir = dir
-	srv.Env = append(os.Environ(), "STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
-		"STACYVM_GUEST_EXEC_GRACE="+grace.String(), "STACYVM_GUEST_CALL_TIMEOUT="+callTimeout.String(),
-		"STACYVM_SERVER_STREAM_WRITE_TIMEOUT=1s")
-	srv.Stdout, srv.Stderr = logs, logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
-	t.Cleanup(func() { srv.Process.Kill(); <-exited })
-	waitHealthy(t, base, exited, logs)
-
+	srv := startServe(t, bin, dir, "", []string{"STACYVM_PROVIDER_ENABLED=docker", "STACYVM_DOCKER_RUNTIME=runc",
+		"STACYVM_GUEST_EXEC_GRACE=" + grace.String(), "STACYVM_GUEST_CALL_TIMEOUT=" + callTimeout.String(),
+		"STACYVM_SERVER_STREAM_WRITE_TIMEOUT=1s"}, "--db", filepath.Join(dir, "stacyvm.db"))
+	base, logs := srv.base, srv.logs
+	addr := strings.TrimPrefix(base, "http://")
 	call := func(method, path string, body any) (int, []byte, time.Duration) {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, base+"/api/v1"+path, rd)
-		if rd != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
 		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", method, path, err, logs.String())
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, out, time.Since(start)
+		code, out := srv.call(t, method, path, body)
+		return code, out, time.Since(start)
 	}
 
 	code, out, _ := call("POST", "/sandboxes", map[string]any{"image": image, "ttl": "10m"})
@@ -94,7 +67,7 @@ func TestHostileAgentWithDocker(t *testing.T) {
 		return strings.TrimSpace(res.Stdout)
 	}
 	rss := func() int64 {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.Process.Pid))
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.cmd.Process.Pid))
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
