@@ -149,6 +149,42 @@ pools:
 	}
 	sb := func(id string) string { return "/api/v1/sandboxes/" + id }
 
+	// failedOp makes the provider's pause or resume fail: the container
+	// stops (docker command) just before the request, so the record
+	// returns to where it started; reconcile then finds it stopped. When
+	// reconcile notices the stop before the request arrives (409 "is
+	// stopped"), it tries again with a new sandbox.
+	failedOp := func(t *testing.T, docker, op string) string {
+		t.Helper()
+		for range 5 {
+			id := spawn(t, map[string]any{})
+			if op == "/resume" {
+				do(t, "POST", sb(id)+"/pause", nil, 200, "paused")
+			}
+			args := append(strings.Fields(docker), "stacyvm-"+id)
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v %s", docker, err, out)
+			}
+			var out struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			}
+			code := s.callAny(t, "POST", sb(id)+op, nil, &out)
+			if code == 409 && strings.Contains(out.Message, "is stopped") {
+				do(t, "DELETE", sb(id), nil, 200, "")
+				continue // reconcile was first
+			}
+			if code < 400 || code == 500 {
+				t.Fatalf("%s of a stopped container: %d %+v, want a clear error", op, code, out)
+			}
+			waitState(t, id, "stopped")
+			do(t, "DELETE", sb(id), nil, 200, "")
+			return id
+		}
+		t.Fatalf("reconcile always noticed the stop before the %s request", op)
+		return ""
+	}
+
 	rows := []struct {
 		name    string
 		run     func(t *testing.T) string // returns the sandbox
@@ -210,6 +246,12 @@ pools:
 			do(t, "DELETE", sb(id), nil, 200, "")
 			return id
 		}, []string{"creating", "running", "stopped", "destroying", "destroyed"}, "gone"},
+		{"pause fails: the container stopped behind the server's back", func(t *testing.T) string {
+			return failedOp(t, "docker stop -t 0", "/pause")
+		}, []string{"creating", "running", "pausing", "running", "stopped", "destroying", "destroyed"}, "gone"},
+		{"resume fails: the paused container killed behind the server's back", func(t *testing.T) string {
+			return failedOp(t, "docker kill", "/resume")
+		}, []string{"creating", "running", "pausing", "paused", "resuming", "paused", "stopped", "destroying", "destroyed"}, "gone"},
 		{"failed spawn", func(t *testing.T) string {
 			// On a loopback registry that is not there: the pull fails
 			// without leaving the machine.
