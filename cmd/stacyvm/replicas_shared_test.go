@@ -5,15 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/stacyvm/stacyvm/internal/client"
+	"github.com/stacyvm/stacyvm/internal/envs/envstest"
 	"github.com/stacyvm/stacyvm/internal/store/postgres/pgtest"
 )
 
@@ -271,5 +276,98 @@ func waitState(t *testing.T, s *serveProcess, id, want string, limit time.Durati
 			t.Fatalf("sandbox %s: %+v, %v; still not %s\nlogs:\n%s", id, sb, err, want, s.logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestEnvironmentBuildTwoReplicasSIGKILL runs two replicas with
+// environment builds on one PostgreSQL schema and one dockerd, kills the
+// replica that runs a build (found by the holder of the build's lease)
+// while dockerd runs its apt layer, and checks that the other replica
+// takes the build over once the lease lapses and builds it to ready on
+// its second attempt, while the replica that stays up was never the one
+// to steal it before (the first attempt ran to the kill).
+func TestEnvironmentBuildTwoReplicasSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds images on dockerd; skipped in -short mode")
+	}
+	requireDockerImage(t, "stacyvm/debian:test")
+	dsn := pgtest.DSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", pgtest.Schema(t, dsn, t.Name()))
+	u.RawQuery = q.Encode()
+	bin := buildBinaries(t)
+	ix := envstest.Serve(t, envWheel)
+	extra := "sandbox:\n  reaper_interval: 1s\n"
+	cfg := func(dir string) string {
+		y := envConfig(dir, ix.URL, extra)
+		// The store is PostgreSQL: replace the SQLite path.
+		y = strings.Replace(y, "store:\n  path: "+filepath.Join(dir, "stacyvm.db")+"\n",
+			"store:\n  driver: postgres\n  dsn: "+u.String()+"\n  lease_ttl: 3s\n", 1)
+		return y
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startEnvServer(t, bin, dirA, cfg(dirA))
+	b := startEnvServer(t, bin, dirB, cfg(dirB))
+	ctx := t.Context()
+
+	spec, err := a.client.CreateEnvSpec(ctx, client.EnvSpec{OwnerID: "alice", Name: "replicas", BaseImage: "stacyvm/debian:test",
+		AptPackages: []string{"jq"}, PythonPackages: []string{"stacyhello>=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bld, err := b.client.CreateEnvBuild(ctx, spec.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerRemoveImage(t, bld.Image)
+	mid := waitBuildLog(t, a.client, bld.ID, "Running in", 5*time.Minute)
+	dockerRemoveStepImages(t, mid.Log)
+
+	// Which replica builds it: the holder of its lease names the PID.
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var holder string
+	if err := conn.QueryRow(ctx, `SELECT holder FROM leases WHERE name = $1`, "build/"+bld.ID).Scan(&holder); err != nil {
+		t.Fatalf("the lease of the running build: %v", err)
+	}
+	victim, survivor := a, b
+	if strings.Contains(holder, fmt.Sprintf("/%d/", b.cmd.Process.Pid)) {
+		victim, survivor = b, a
+	} else if !strings.Contains(holder, fmt.Sprintf("/%d/", a.cmd.Process.Pid)) {
+		t.Fatalf("lease holder %q is neither replica (pids %d, %d)", holder, a.cmd.Process.Pid, b.cmd.Process.Pid)
+	}
+	if cur, err := survivor.client.GetEnvBuild(ctx, bld.ID); err != nil || cur.Status != "building" || cur.Attempts != 1 {
+		t.Fatalf("before the kill, through the other replica: %+v, %v; want building, attempt 1", cur, err)
+	}
+	victim.kill9()
+	killed := time.Now()
+
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		cur, err := survivor.client.GetEnvBuild(ctx, bld.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.Finished() {
+			if cur.Status != "ready" || cur.Attempts != 2 || !strings.Contains(cur.Log, "queued again") {
+				t.Fatalf("after the kill the build ended %s after %d attempts (%s); log:\n%s", cur.Status, cur.Attempts, cur.Reason, cur.Log)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build still %s 10 minutes after the kill; log:\n%s\nsurvivor's logs:\n%s", cur.Status, cur.Log, survivor.logs.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("the surviving replica finished the build %v after the kill", time.Since(killed).Round(time.Second))
+	if !dockerImageExists(bld.Image) {
+		t.Errorf("the rebuilt image %s is missing", bld.Image)
 	}
 }
