@@ -70,8 +70,10 @@ fi
 stop containerd
 # Shims of this containerd that outlived it (a task the runtime never
 # reported ended): found by their -address, which names this state
-# directory and nothing else's.
-for pid in $(pgrep -f -- "-address $SOCK\$" 2>/dev/null); do
+# directory and nothing else's (runc's shim ends its arguments with it,
+# gVisor's puts -id after it). Then gVisor sandboxes and gofers of this
+# cluster, found by their runsc root.
+for pid in $(pgrep -f -- "-address $SOCK( |\$)" 2>/dev/null) $(pgrep -f -- "--root[= ]$K/containerd/runsc( |\$)" 2>/dev/null); do
 	kill -KILL "$pid" 2>/dev/null
 done
 stop apiserver

@@ -2,12 +2,11 @@
 # k8s-up.sh: a real single-node Kubernetes cluster on this machine, for the
 # Kubernetes provider's tests: etcd (Debian's etcd-server), kube-apiserver
 # and kubelet (built from source by k8s-build.sh), and containerd (Debian's,
-# with its CRI plugin) running pods with runc. (gVisor is not offered as a
-# RuntimeClass yet: runsc behind containerd's runc shim never reports an
-# init container's exit, and containerd-shim-runsc-v1 is not built here;
-# docs/kubernetes.md.) There is no
-# scheduler or controller manager: the provider sets a pod's nodeName, which
-# is all a single node needs.
+# with its CRI plugin) running pods with runc by default, and with gVisor
+# under the RuntimeClass "gvisor" (handler runsc: gVisor's own
+# containerd-shim-runsc-v1 and runsc, both built from source by
+# runsc-build.sh). There is no scheduler or controller manager: the provider
+# sets a pod's nodeName, which is all a single node needs.
 #
 # Everything listens on loopback: the kubelet on an address outside
 # 127.0.0.0/8 (it refuses a loopback node IP) that is added to lo, where the
@@ -27,7 +26,7 @@
 #   STACYVM_TEST_K8S_KUBECONFIG   admin kubeconfig (client certificate)
 #   STACYVM_TEST_K8S_NODE         the node's name, for pods' nodeName
 #   STACYVM_TEST_K8S_CONTAINERD   containerd's socket, for image imports
-#   STACYVM_TEST_K8S_RUNTIMECLASS a RuntimeClass to test too ("" here)
+#   STACYVM_TEST_K8S_RUNTIMECLASS a RuntimeClass to test too (gvisor)
 #
 # Environment (all optional):
 #   STACYVM_CI_STATE   parent of K8S_STATE                (/tmp/stacyvm-ci)
@@ -51,6 +50,10 @@ KUBELET_HEALTHZ_PORT=10248
 PAUSE_IMAGE=stacyvm.local/pause:3.10
 NAMESPACE=stacyvm-test
 SOCK=$K/containerd/containerd.sock
+RUNSC=${STACYVM_RUNSC:-/usr/local/sbin/runsc}
+# The RuntimeClass the tests use, and the containerd runtime handler it names.
+RUNTIME_CLASS=gvisor
+RUNTIME_HANDLER=runsc
 
 mkdir -p "$STATE" "$K"
 
@@ -81,6 +84,19 @@ start() {
 	alive "$name" && return 0
 	setsid "$@" >"$K/$name.log" 2>&1 </dev/null &
 	echo $! >"$K/$name.pid"
+}
+
+# stop_process NAME: SIGTERM, then SIGKILL after 20 s.
+stop_process() {
+	local pid
+	pid=$(cat "$K/$1.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	rm -f "$K/$1.pid"
 }
 
 # wait_for NAME SECONDS CHECK...: polls CHECK until it succeeds; fails with
@@ -119,6 +135,13 @@ install_packages() {
 	DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y --no-install-recommends "${missing[@]}" >"$K/apt.log" 2>&1 ||
 		{ apt-get update >>"$K/apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y --no-install-recommends "${missing[@]}" >>"$K/apt.log" 2>&1; } ||
 		{ tail -20 "$K/apt.log" >&2; return 1; }
+}
+
+# runsc and containerd-shim-runsc-v1 (runsc-build.sh; scripts/test started
+# the build in the background long before).
+wait_gvisor() {
+	"$HERE/runsc-build.sh" wait
+	SHIM=$("$HERE/runsc-build.sh" shim)
 }
 
 wait_binaries() {
@@ -231,7 +254,13 @@ start_apiserver() {
 
 write_containerd_config() {
 	mkdir -p "$K/containerd" "$K/cni/net.d" "$K/cni/ipam"
-	cat >"$K/containerd/config.toml" <<EOF
+	# The gVisor shim's own options: which runsc, and a state root of this
+	# cluster's (not dockerd's).
+	cat >"$K/containerd/runsc.toml" <<EOF
+binary_name = "$RUNSC"
+root = "$K/containerd/runsc"
+EOF
+	cat >"$K/containerd/config.toml.new" <<EOF
 version = 2
 root = "$K/containerd/root"
 state = "$K/containerd/state"
@@ -262,6 +291,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+    # gVisor through its own shim (runsc behind containerd's runc shim never
+    # reports an init container's exit). containerd 1.6's CRI plugin
+    # ignores runtime_path: it finds containerd-shim-runsc-v1 on its PATH,
+    # which start_containerd prefixes with the shim's directory in
+    # runsc-build.sh's cache: $SHIM
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$RUNTIME_HANDLER]
+      runtime_type = "io.containerd.runsc.v1"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.$RUNTIME_HANDLER.options]
+        TypeUrl = "io.containerd.runsc.v1.options"
+        ConfigPath = "$K/containerd/runsc.toml"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$K/cni/net.d"
@@ -293,7 +332,15 @@ EOF
 
 start_containerd() {
 	write_containerd_config
-	start containerd containerd --config "$K/containerd/config.toml"
+	# A running containerd with another configuration (started by an older
+	# k8s-up.sh, or the shim's version changed) is restarted: its shims, and
+	# so the pods, keep running, and the kubelet reconnects.
+	if alive containerd && ! cmp -s "$K/containerd/config.toml.new" "$K/containerd/config.toml"; then
+		echo "k8s-up: containerd's configuration changed: restarting it"
+		stop_process containerd
+	fi
+	mv "$K/containerd/config.toml.new" "$K/containerd/config.toml"
+	start containerd env PATH="$(dirname "$SHIM"):$PATH" containerd --config "$K/containerd/config.toml"
 	wait_for containerd 30 ctr --address "$SOCK" version
 }
 
@@ -415,7 +462,15 @@ make_namespace() {
 		api -X POST -H 'Content-Type: application/json' \
 			-d '{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"default"},"automountServiceAccountToken":false}' \
 			"$base/namespaces/$NAMESPACE/serviceaccounts" >/dev/null
-	RUNTIME_CLASS=""
+}
+
+# The RuntimeClass that runs pods under gVisor.
+make_runtime_class() {
+	local base="https://127.0.0.1:$API_PORT/apis/node.k8s.io/v1/runtimeclasses"
+	api "$base/$RUNTIME_CLASS" >/dev/null ||
+		api -X POST -H 'Content-Type: application/json' \
+			-d "{\"apiVersion\":\"node.k8s.io/v1\",\"kind\":\"RuntimeClass\",\"metadata\":{\"name\":\"$RUNTIME_CLASS\"},\"handler\":\"$RUNTIME_HANDLER\"}" \
+			"$base" >/dev/null
 }
 
 write_env() {
@@ -434,6 +489,7 @@ step pki make_pki
 step kubeconfigs make_kubeconfigs
 step node-address node_address
 step etcd start_etcd
+step gvisor wait_gvisor
 step containerd start_containerd
 step pause-image import_pause
 step test-images import_test_images
@@ -442,5 +498,6 @@ step kube-apiserver start_apiserver
 step kubelet start_kubelet
 step untaint-node untaint_node
 step namespace make_namespace
+step runtime-class make_runtime_class
 step env write_env
 echo "k8s-up: cluster ready in $(($(now_ms) - T0)) ms (source $K/env)"
