@@ -20,12 +20,19 @@ import (
 // the exec stream) against what Kubernetes itself costs for the same
 // image in the same run: a bare pod created through the API until its
 // container runs. The difference is the provider's overhead. Destroys are
-// not timed.
+// not timed. Both run on the cluster's default runtime (runc) and on the
+// RuntimeClass it offers (gvisor in scripts/ci/k8s-up.sh).
 //
 //	go test -run '^$' -bench Spawn -benchtime 10x ./internal/provider/kubernetes/
 func BenchmarkSpawn(b *testing.B) {
+	for _, rc := range runtimeClasses() {
+		b.Run(rcName(rc), func(b *testing.B) { benchSpawn(b, rc) })
+	}
+}
+
+func benchSpawn(b *testing.B, rc string) {
 	b.Run("provider", func(b *testing.B) {
-		p := newProvider(b, nil)
+		p := newProvider(b, func(c *Config) { c.RuntimeClass = rc })
 		s := &latency.Sample{}
 		for b.Loop() {
 			id := providertest.NewID()
@@ -46,13 +53,18 @@ func BenchmarkSpawn(b *testing.B) {
 		p := newProvider(b, nil)
 		s := &latency.Sample{}
 		zero := int64(0)
+		var class *string
+		if rc != "" {
+			class = &rc
+		}
 		for i := 0; b.Loop(); i++ {
 			name := fmt.Sprintf("stacyvm-bench-%s-%d", env.runID, i)
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelTest: env.runID}},
 				Spec: corev1.PodSpec{
-					NodeName:      env.Node,
-					RestartPolicy: corev1.RestartPolicyNever,
+					NodeName:         env.Node,
+					RestartPolicy:    corev1.RestartPolicyNever,
+					RuntimeClassName: class,
 					Containers: []corev1.Container{{
 						Name: "c", Image: busyboxImage, ImagePullPolicy: corev1.PullNever,
 						Command: []string{"sleep", "3600"},

@@ -11,16 +11,8 @@ import (
 // runtime (runc), and on the RuntimeClass the cluster offers (gVisor in
 // scripts/test) when there is one.
 func TestConformance(t *testing.T) {
-	classes := []string{""}
-	if env.RuntimeClass != "" {
-		classes = append(classes, env.RuntimeClass)
-	}
-	for _, rc := range classes {
-		name := "default"
-		if rc != "" {
-			name = rc
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, rc := range runtimeClasses() {
+		t.Run(rcName(rc), func(t *testing.T) {
 			needCluster(t)
 			providertest.Run(t, providertest.Harness{
 				Image: busyboxImage,
