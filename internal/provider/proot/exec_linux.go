@@ -31,8 +31,11 @@ import (
 // always a program looked up in PATH, never a shell builtin), and reports
 // on descriptor 3 either "nowd" or "exit N" (N as a shell reports it:
 // 128+signal for a killed command, 127 for a missing program). Descriptor 3
-// is closed for the command, so background children do not hold it.
-const runner = `while [ "$1" != -- ]; do export "$1" || exit 125; shift; done; shift
+// is closed for the command, so background children do not hold it. The
+// loaders' host paths (loader_linux.go) are PRoot's business, not the
+// command's.
+const runner = `unset PROOT_LOADER PROOT_LOADER_32
+while [ "$1" != -- ]; do export "$1" || exit 125; shift; done; shift
 cd -- "$1" 2>/dev/null || { echo nowd >&3; exit 126; }; shift
 ( exec "$@" ) 3>&-
 echo "exit $?" >&3`

@@ -590,6 +590,9 @@ func TestNoLoaderInTmp(t *testing.T) {
 	if out, _ := run(t, p, id, "(setsid sleep 600 &); echo ran"); out != "ran\n" {
 		t.Fatalf("exec with the extracted loader: %q", out)
 	}
+	if out, _ := run(t, p, id, `printf %s "${PROOT_LOADER-unset} ${PROOT_LOADER_32-unset}"`); out != "unset unset" {
+		t.Errorf("the command sees the loaders' host paths: %q", out)
+	}
 	tr := findTracers(filepath.Join(p.stateDir, id, rootfsDir))
 	if len(tr) != 1 {
 		t.Fatalf("%d PRoot processes for the background sleep, want 1", len(tr))

@@ -18,7 +18,8 @@ import (
 // termRunner is the runner for a terminal: it exports the environment,
 // enters the working directory and becomes the program. PRoot exits with
 // the program's status.
-const termRunner = `while [ "$1" != -- ]; do export "$1" || exit 125; shift; done; shift
+const termRunner = `unset PROOT_LOADER PROOT_LOADER_32
+while [ "$1" != -- ]; do export "$1" || exit 125; shift; done; shift
 cd -- "$1" || exit 126; shift
 exec "$@"`
 
