@@ -131,6 +131,10 @@ type member struct {
 	created         time.Time
 	imageVersion    string // "" until known
 	templateVersion int
+	// added numbers the members this process's own spawns made ready
+	// (0 for those read from the store), so that refresh keeps those that
+	// became ready while it read the store.
+	added uint64
 }
 
 type pool struct {
@@ -183,6 +187,7 @@ type Pools struct {
 	// counts members in the store.
 	shared   bool
 	claiming map[string]struct{}
+	added    uint64 // the last member.added given out
 }
 
 // New returns the pools cfg declares over b. Templates' pools appear once
@@ -724,6 +729,9 @@ func (ps *Pools) resolvePending(ctx context.Context) {
 // refresh makes the ready lists the pooled records of the store, with
 // replicas sharing it: other replicas claim members too.
 func (ps *Pools) refresh(ctx context.Context) error {
+	ps.mu.Lock()
+	before := ps.added
+	ps.mu.Unlock()
 	recs, err := ps.b.Members(ctx)
 	if err != nil {
 		return err
@@ -737,6 +745,7 @@ func (ps *Pools) refresh(ctx context.Context) error {
 			known[m.id] = m
 		}
 		var ready []member
+		listed := map[string]bool{}
 		for _, sb := range recs {
 			if !p.ok || sb.Metadata[orchestrator.MetaPool] != p.name || !describes(p.spec, sb) {
 				continue
@@ -746,7 +755,17 @@ func (ps *Pools) refresh(ctx context.Context) error {
 				m = member{id: sb.ID, created: sb.CreatedAt, templateVersion: p.spec.TemplateVersion}
 			}
 			ready = append(ready, m)
+			listed[sb.ID] = true
 		}
+		// A spawn of this process that finished while the store was read
+		// is not in recs yet; dropping it would make fill spawn one more
+		// than the target.
+		for _, m := range p.ready {
+			if m.added > before && !listed[m.id] {
+				ready = append(ready, m)
+			}
+		}
+		slices.SortStableFunc(ready, func(a, b member) int { return a.created.Compare(b.created) })
 		p.ready = ready
 	}
 	return nil
@@ -837,6 +856,8 @@ func (ps *Pools) spawnOne(ctx context.Context, p *pool, spec orchestrator.PoolSp
 	// switch was observed, so it must not become claimable.
 	stale := p.removed || gen != p.gen || (p.version != "" && version != "" && version != p.version)
 	if !stale && !slices.ContainsFunc(p.ready, func(r member) bool { return r.id == m.id }) {
+		ps.added++
+		m.added = ps.added
 		p.ready = append(p.ready, m)
 	}
 	ps.mu.Unlock()

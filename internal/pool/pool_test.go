@@ -39,6 +39,15 @@ type backend struct {
 	mu       sync.Mutex
 	versions map[string]string // image → version now; absent: the provider cannot tell
 	made     map[string]string // sandbox → version it was made from
+	// membersLag holds every answer of Members back this long after the
+	// store was read, widening the window in which spawns finish unseen.
+	membersLag time.Duration
+}
+
+func (b *backend) Members(ctx context.Context) ([]store.Sandbox, error) {
+	recs, err := b.Manager.Members(ctx)
+	time.Sleep(b.membersLag)
+	return recs, err
 }
 
 func (b *backend) SpawnMember(ctx context.Context, pool string, spec orchestrator.PoolSpec) (store.Sandbox, error) {

@@ -45,7 +45,7 @@ type replica struct {
 }
 
 // sharedReplicas starts n replicas with the same pool configuration.
-func sharedReplicas(t *testing.T, n int, cfg Config) ([]*replica, store.Store, *mock.Provider) {
+func sharedReplicas(t *testing.T, n int, cfg Config, opts ...func(*backend)) ([]*replica, store.Store, *mock.Provider) {
 	t.Helper()
 	dsn := pgtest.DSN(t)
 	pg, err := postgres.Open(t.Context(), postgres.Config{DSN: dsn, Schema: pgtest.Schema(t, dsn, t.Name())})
@@ -65,6 +65,9 @@ func sharedReplicas(t *testing.T, n int, cfg Config) ([]*replica, store.Store, *
 		m := orchestrator.New(pg, reg, orchestrator.Config{DefaultImage: "img:1", InstanceID: "inst-pool-shared",
 			MaxSandboxes: 100, Shared: true, Leases: lease.New(r.leases, r.name, 2*time.Second, nil)})
 		r.b = &backend{Manager: m, versions: map[string]string{}, made: map[string]string{}}
+		for _, o := range opts {
+			o(r.b)
+		}
 		r.ps = New(r.b, cfg)
 		m.SetPools(r.ps)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -156,6 +159,22 @@ func holder(t *testing.T, rs []*replica, st store.Store) *replica {
 		return false
 	})
 	return found
+}
+
+// TestSharedRefillSeesItsOwnSpawns: the refilling replica reads the
+// store's members before each fill; spawns of its own that finish during
+// that read are not in what it read, and must still count, or the pool
+// overshoots its target.
+func TestSharedRefillSeesItsOwnSpawns(t *testing.T) {
+	rs, st, mp := sharedReplicas(t, 1, Config{Pools: []Def{{Name: "warm", Image: "img:1", Size: 6, Concurrency: 3}},
+		CheckInterval: 200 * time.Millisecond}, func(b *backend) { b.membersLag = 30 * time.Millisecond })
+	settled(t, rs, st, mp, "warm", 6)
+	if n := runtimes(t, mp); n != 6 {
+		t.Fatalf("%d runtimes for a pool of 6", n)
+	}
+	if n := rs[0].b.spawns.Load(); n != 6 {
+		t.Fatalf("%d spawns to fill a pool of 6", n)
+	}
 }
 
 // TestSharedPoolsRefillOnce: replicas with the same pool configuration on
