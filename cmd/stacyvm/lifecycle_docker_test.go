@@ -72,15 +72,7 @@ pools:
 		t.Fatal(err)
 	}
 	var instance string
-	t.Cleanup(func() {
-		if instance == "" {
-			return
-		}
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=stacyvm.instance="+instance).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-	})
+	removeInstanceContainersAtCleanup(t, &instance)
 	s := startPoolServer(t, bin, dir, cfgPath)
 	instance = s.instance
 	s.waitFull(t, "lifecycle", 1, 3*time.Minute)

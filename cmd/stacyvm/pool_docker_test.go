@@ -100,6 +100,21 @@ func (s *poolServer) ids(t *testing.T, query string) []string {
 
 // instanceContainers lists the containers of a server instance: sandbox
 // ID → dockerd state.
+// removeInstanceContainersAtCleanup removes, when the test ends, every
+// container of the server instance that *instance names once the test has
+// started its server, so that a failing test leaks nothing.
+func removeInstanceContainersAtCleanup(t *testing.T, instance *string) {
+	t.Cleanup(func() {
+		if *instance == "" {
+			return
+		}
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=stacyvm.instance="+*instance).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
+}
+
 func instanceContainers(t *testing.T, instance string) map[string]string {
 	t.Helper()
 	out, err := exec.Command("docker", "ps", "-a", "--filter", "label=stacyvm.instance="+instance,
@@ -154,15 +169,7 @@ pools:
 		t.Fatal(err)
 	}
 	var instance string
-	t.Cleanup(func() {
-		if instance == "" {
-			return
-		}
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=stacyvm.instance="+instance).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-	})
+	removeInstanceContainersAtCleanup(t, &instance)
 
 	a := startPoolServer(t, bin, dir, cfgPath)
 	instance = a.instance

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,15 +70,7 @@ pools:
 		t.Fatal(err)
 	}
 	var instance string
-	t.Cleanup(func() {
-		if instance == "" {
-			return
-		}
-		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=stacyvm.instance="+instance).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-		}
-	})
+	removeInstanceContainersAtCleanup(t, &instance)
 
 	a := startPoolServer(t, bin, dir, cfgPath)
 	instance = a.instance
