@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,16 +30,8 @@ func TestPoolReplicasWithDocker(t *testing.T) {
 	}
 	const image = "stacyvm/busybox:test"
 	const target = 4
-	dsn := pgtest.DSN(t)
+	u, schema := pgtest.SchemaURL(t)
 	requireDockerImage(t, image)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	schema := pgtest.Schema(t, dsn, t.Name())
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
 
 	dir := t.TempDir()
 	bin := buildBinaries(t)
@@ -188,7 +179,7 @@ pools:
 
 	// SIGKILL the replica holding the refill lease; the other claims and
 	// refills.
-	holder := refillHolder(t, dsn, schema)
+	holder := refillHolder(t, u.String(), schema)
 	var dead, survivor *poolServer
 	for _, s := range replicas {
 		if strconv.Itoa(s.cmd.Process.Pid) == holder {

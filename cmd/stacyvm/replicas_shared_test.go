@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -40,15 +39,8 @@ func sharedSetup(t *testing.T) (ct *crashTest, start func() *serveProcess) {
 		t.Skip("runs real servers and containers; skipped in -short mode")
 	}
 	const image = "stacyvm/busybox:test"
-	dsn := pgtest.DSN(t)
+	u, _ := pgtest.SchemaURL(t)
 	requireDockerImage(t, image)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.Schema(t, dsn, t.Name()))
-	u.RawQuery = q.Encode()
 	ct = &crashTest{t: t, image: image, dir: t.TempDir(), run: randHex(8), acked: map[string]*ackedSandbox{}}
 	ct.bin = buildBinaries(t)
 	t.Cleanup(ct.removeContainers)
@@ -291,14 +283,7 @@ func TestEnvironmentBuildTwoReplicasSIGKILL(t *testing.T) {
 		t.Skip("builds images on dockerd; skipped in -short mode")
 	}
 	requireDockerImage(t, "stacyvm/debian:test")
-	dsn := pgtest.DSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.Schema(t, dsn, t.Name()))
-	u.RawQuery = q.Encode()
+	u, _ := pgtest.SchemaURL(t)
 	bin := buildBinaries(t)
 	ix := envstest.Serve(t, envWheel)
 	extra := "sandbox:\n  reaper_interval: 1s\n"

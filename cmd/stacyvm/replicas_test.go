@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,15 +26,8 @@ func TestTwoReplicasWithDocker(t *testing.T) {
 		t.Skip("runs real servers and containers; skipped in -short mode")
 	}
 	const image = "stacyvm/busybox:test"
-	dsn := pgtest.DSN(t)
+	u, _ := pgtest.SchemaURL(t)
 	requireDockerImage(t, image)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.Schema(t, dsn, t.Name()))
-	u.RawQuery = q.Encode()
 
 	ct := &crashTest{t: t, image: image, dir: t.TempDir(), run: randHex(8), acked: map[string]*ackedSandbox{}}
 	ct.bin = buildBinaries(t)

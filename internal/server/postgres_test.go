@@ -14,14 +14,7 @@ import (
 // by the DSN's search_path parameter as a deployment may name one.
 func pgConfig(t *testing.T, dir string) *config.Config {
 	t.Helper()
-	dsn := pgtest.DSN(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", pgtest.Schema(t, dsn, t.Name()))
-	u.RawQuery = q.Encode()
+	u, _ := pgtest.SchemaURL(t)
 	cfg := testConfig(t, dir)
 	cfg.Store.Driver, cfg.Store.DSN, cfg.Store.Path = config.StorePostgres, u.String(), ""
 	if err := cfg.Validate(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -37,6 +38,23 @@ func Schema(t testing.TB, dsn, key string) string {
 	name := "t_" + hex.EncodeToString(sum[:12])
 	t.Cleanup(func() { Drop(t, dsn, name) })
 	return name
+}
+
+// SchemaURL returns the test database's URL with its search_path naming
+// a schema of t's own (dropped when t ends), as a deployment may name its
+// schema, and that schema's name.
+func SchemaURL(t testing.TB) (u *url.URL, schema string) {
+	t.Helper()
+	dsn := DSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("%s is not a URL: %v", EnvDSN, err)
+	}
+	schema = Schema(t, dsn, t.Name())
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u, schema
 }
 
 // Drop removes schema name and everything in it.
