@@ -38,6 +38,7 @@ type dashboardSession struct {
 	ctx    context.Context
 	base   string
 	shots  string
+	logs   *syncBuffer // the server's log
 	errsMu sync.Mutex
 	errs   []string // uncaught exceptions and console errors of the pages
 }
@@ -64,7 +65,7 @@ func TestDashboard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d := &dashboardSession{t: t, base: srv.base, shots: shots,
+	d := &dashboardSession{t: t, base: srv.base, shots: shots, logs: srv.logs,
 		ctx: browsertest.New(t, browsertest.Options{Timeout: 8 * time.Minute})}
 	d.listen()
 	d.do(chromedp.EmulateViewport(1280, 800))
@@ -467,7 +468,8 @@ func (d *dashboardSession) listen() {
 			if ev.Entry.Level != cdplog.EntryLevelError {
 				return
 			}
-			if ev.Entry.Source == cdplog.EntrySourceNetwork && strings.Contains(ev.Entry.URL, "/api/v1/") {
+			if ev.Entry.Source == cdplog.EntrySourceNetwork && strings.Contains(ev.Entry.URL, "/api/v1/") &&
+				strings.Contains(ev.Entry.Text, "the server responded with a status of") {
 				return // refusals the test provokes (401, 400): the pages show them
 			}
 			msg = "browser log: " + ev.Entry.Text + " " + ev.Entry.URL
@@ -505,7 +507,16 @@ func (d *dashboardSession) fail(what string, err error) {
 	d.errsMu.Lock()
 	errs := strings.Join(d.errs, "\n")
 	d.errsMu.Unlock()
-	d.t.Fatalf("%s: %v\npage:\n%s\npage errors:\n%s", what, err, text, errs)
+	// CI shows a failure's last lines: the reason comes last, after the
+	// page (without the terminal's blank rows) and the server's recent log.
+	text = strings.TrimRight(text, " \n")
+	d.t.Fatalf("page:\n%s\npage errors:\n%s\nserver log (end):\n%s\n%s: %v", text, errs, lastLines(d.logs.String(), 30), what, err)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // helpers are installed in every page the test looks at.

@@ -112,8 +112,11 @@ func (s *server) terminal(w http.ResponseWriter, r *http.Request) {
 	// The client's messages: keystrokes and control. Its going away ends
 	// the session.
 	go func() {
-		defer cancel()
+		// The client's leaving is marked before the terminal closes, so
+		// that the reader below takes the closed terminal for the client
+		// gone rather than for a broken session.
 		defer term.Close()
+		defer cancel()
 		for {
 			typ, msg, err := c.Read(ctx)
 			if err != nil {
