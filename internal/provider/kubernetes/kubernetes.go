@@ -141,10 +141,11 @@ func (p *Provider) Capabilities() provider.Capabilities {
 		Network:        true,
 		ResourceLimits: true,
 		Symlinks:       true,
-		// Stdin and signals travel in the agent protocol, over the same
-		// connection as everything else.
-		Stdin:   true,
-		Signals: true,
+		// Stdin, signals and terminals travel in the agent protocol,
+		// over an exec stream like everything else.
+		Stdin:    true,
+		Signals:  true,
+		Terminal: true,
 	}
 }
 
