@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"slices"
 	"strconv"
@@ -176,18 +175,8 @@ func TestPodOnCluster(t *testing.T) {
 			ctx := t.Context()
 			id := providertest.NewID()
 			instance := "inst-" + env.runID
-			_, err := p.Spawn(ctx, provider.Spec{ID: id, Image: busyboxImage, MemoryMB: 256, VCPUs: 2,
+			spawn(t, p, provider.Spec{ID: id, Image: busyboxImage, MemoryMB: 256, VCPUs: 2,
 				Network: "none", Instance: instance, OwnerID: "owner-1"})
-			if err != nil {
-				t.Fatalf("Spawn: %v", err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				if err := p.Destroy(ctx, id); err != nil {
-					t.Errorf("Destroy: %v", err)
-				}
-			})
 
 			pod, err := p.pods().Get(ctx, podName(id), metav1.GetOptions{})
 			if err != nil {

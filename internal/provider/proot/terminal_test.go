@@ -1,8 +1,6 @@
 package proot
 
 import (
-	"bytes"
-	"context"
 	"testing"
 
 	"github.com/stacyvm/stacyvm/internal/provider"
@@ -14,16 +12,5 @@ func TestTerminal(t *testing.T) {
 	prootest.Require(t, prootest.Busybox)
 	p := newProvider(t, prootest.StateDir(t))
 	id := spawn(t, p, provider.Spec{})
-	terminaltest.Run(t, terminaltest.Config{
-		Open: func(ctx context.Context, req provider.TerminalRequest) (provider.Terminal, error) {
-			return p.OpenTerminal(ctx, id, req)
-		},
-		Running: terminaltest.RunningByExec(func(ctx context.Context, script string) (string, error) {
-			var out bytes.Buffer
-			_, err := p.Exec(ctx, id, provider.ExecRequest{Argv: []string{"/bin/sh", "-c", script}}, &out, nil)
-			return out.String(), err
-		}),
-		FullScreen: []string{"top"},
-		Editor:     []string{"vi"},
-	})
+	terminaltest.Run(t, terminaltest.ForSandbox(p, id))
 }

@@ -284,6 +284,30 @@ func (s *Session) End(t *testing.T) provider.ExitStatus {
 // arguments separated by spaces; zombies have empty command lines.
 const procScript = `for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f" 2>/dev/null; echo; done`
 
+// TerminalProvider is a provider with terminals.
+type TerminalProvider interface {
+	provider.Provider
+	provider.Terminals
+}
+
+// ForSandbox is the Config for sandbox id of p, with busybox's top and
+// vi: sessions open through the provider and processes are looked up
+// with an exec in the sandbox.
+func ForSandbox(p TerminalProvider, id string) Config {
+	return Config{
+		Open: func(ctx context.Context, req provider.TerminalRequest) (provider.Terminal, error) {
+			return p.OpenTerminal(ctx, id, req)
+		},
+		Running: RunningByExec(func(ctx context.Context, script string) (string, error) {
+			var out strings.Builder
+			_, err := p.Exec(ctx, id, provider.ExecRequest{Argv: []string{"/bin/sh", "-c", script}}, &out, nil)
+			return out.String(), err
+		}),
+		FullScreen: []string{"top"},
+		Editor:     []string{"vi"},
+	}
+}
+
 // RunningByExec implements Config.Running with a command run in the
 // sandbox (exec returns its standard output): the marker counts as
 // running while a process "sleep <marker>" is alive.
