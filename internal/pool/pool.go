@@ -246,7 +246,20 @@ func (ps *Pools) Claim(ctx context.Context, req orchestrator.SpawnRequest) (stor
 		}
 		m := p.ready[0]
 		p.ready = p.ready[1:]
+		want, prov := p.version, p.spec.Provider
 		ps.mu.Unlock()
+
+		// The last check saw the image change: a member not known to be
+		// of the image now (its version unknown when it was spawned or
+		// checked) is looked at once more rather than handed out.
+		if want != "" && m.imageVersion != want {
+			v, err := ps.b.SandboxImageVersion(ctx, store.Sandbox{ID: m.id, Provider: prov})
+			if err != nil || v != want {
+				ps.destroy(context.WithoutCancel(ctx), []member{m}, "pool member replaced: its image changed")
+				continue
+			}
+			m.imageVersion = v
+		}
 
 		sb, err := ps.b.ClaimMember(ctx, m.id, req)
 		if err == nil {
@@ -261,10 +274,14 @@ func (ps *Pools) Claim(ctx context.Context, req orchestrator.SpawnRequest) (stor
 		}
 		// Not claimed (a limit, the store): it stays the pool's.
 		ps.mu.Lock()
-		if !p.removed {
+		stale := p.version != "" && m.imageVersion != p.version
+		if !p.removed && !stale {
 			p.ready = slices.Insert(p.ready, 0, m)
 		}
 		ps.mu.Unlock()
+		if stale {
+			ps.destroy(context.WithoutCancel(ctx), []member{m}, "pool member replaced: its image changed")
+		}
 		return store.Sandbox{}, false, err
 	}
 }

@@ -468,6 +468,33 @@ func TestMaxAgeAndImageChangeReplaceMembers(t *testing.T) {
 	}
 }
 
+// TestClaimAfterImageChangeSkipsUnknownVersions: a member whose image
+// version could not be told (when spawned and when checked) is not handed
+// out once a check has seen the image change; the claim replaces it.
+func TestClaimAfterImageChangeSkipsUnknownVersions(t *testing.T) {
+	e := newEnv(t, nil)
+	ps, _ := e.start(t, Config{Pools: []Def{{Name: "p", Image: "img:1", Size: 2}},
+		CheckInterval: time.Hour}) // checks run by hand below
+	waitReady(t, ps, "p", 2) // made while the version could not be told
+	old := pooledIDs(t, e.st)
+
+	e.b.setVersion("img:1", "v2")
+	ps.check(context.Background())
+	sb, err := e.m.Spawn(context.Background(), orchestrator.SpawnRequest{Image: "img:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(old, sb.ID) {
+		t.Fatalf("claimed %s, a member of unknown image version, after the image changed", sb.ID)
+	}
+	for _, id := range old {
+		rec, err := e.st.GetSandbox(context.Background(), id)
+		if err != nil || rec.State != "destroyed" {
+			t.Errorf("member %s of unknown version after the change: %+v, %v; want destroyed", id, rec, err)
+		}
+	}
+}
+
 func TestTemplatePool(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
