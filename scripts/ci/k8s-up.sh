@@ -215,8 +215,10 @@ make_kubeconfigs() {
 # The node's address goes on lo: it is then local to this machine like
 # 127.0.0.1, but not in the loopback range, which the kubelet refuses as a
 # node IP. (The kernels here have no dummy interface driver.)
+# grep reads all of ip's output: with pipefail, grep -q stopping early
+# can fail the pipeline (SIGPIPE) although the address is there.
 node_address() {
-	ip addr show dev lo | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/32" dev lo
+	ip addr show dev lo | grep "inet $NODE_IP/" >/dev/null || ip addr add "$NODE_IP/32" dev lo
 }
 
 start_etcd() {
@@ -348,7 +350,7 @@ ctr_k8s() { ctr --address "$SOCK" -n k8s.io "$@"; }
 
 # The pod sandbox image: a static pause binary in an otherwise empty image.
 import_pause() {
-	ctr_k8s images ls -q | grep -qx "$PAUSE_IMAGE" && return 0
+	ctr_k8s images ls -q | grep -x "$PAUSE_IMAGE" >/dev/null && return 0
 	local d
 	d=$(mktemp -d)
 	mkdir -p "$d/root"
@@ -386,7 +388,7 @@ import_test_images() {
 		# imported again.
 		id=$(docker image inspect -f '{{.Id}}' "$img")
 		stamp=$K/imported/$(echo "$img" | tr '/:' '__')
-		[ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -qx "docker.io/$img" && continue
+		[ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -x "docker.io/$img" >/dev/null && continue
 		docker save "$img" | ctr_k8s images import - >/dev/null
 		echo "$id" >"$stamp"
 	done
@@ -439,7 +441,7 @@ start_kubelet() {
 
 node_ready() {
 	api "https://127.0.0.1:$API_PORT/api/v1/nodes/$NODE" |
-		tr -d ' \n' | grep -q '"type":"Ready","status":"True"'
+		tr -d ' \n' | grep '"type":"Ready","status":"True"' >/dev/null
 }
 
 # Without a controller manager nothing lifts the taints a new node is
