@@ -52,7 +52,7 @@ docker:
 sandbox:
   default_image: %s
   reaper_interval: 200ms
-  reconcile_interval: 500ms
+  reconcile_interval: 2s
 pool:
   check_interval: 1s
 pools:
@@ -148,7 +148,9 @@ pools:
 	// stopped"), it tries again with a new sandbox.
 	failedOp := func(t *testing.T, docker, op string) string {
 		t.Helper()
-		for range 5 {
+		// Reconcile runs every 2 s (not more often: on a loaded machine
+		// it would notice the stop first every time).
+		for range 10 {
 			id := spawn(t, map[string]any{})
 			if op == "/resume" {
 				do(t, "POST", sb(id)+"/pause", nil, 200, "paused")
@@ -280,10 +282,10 @@ pools:
 				t.Fatal(err)
 			}
 			do(t, "DELETE", sb(donor), nil, 200, "")
-			// Reconcile (every 500 ms) removes a container it catches
+			// Reconcile (every 2 s) removes a container it catches
 			// between docker run's create and start (never started: a
 			// crashed spawn's), so a run it caught is tried again.
-			for range 5 {
+			for range 10 {
 				id := "sb-" + randHex(12)
 				labels["stacyvm.sandbox-id"] = id
 				args := []string{"run", "-d", "--name", "stacyvm-" + id, "--network", "none"}

@@ -75,8 +75,11 @@ func (r replica) Build(ctx context.Context, _ []byte, tag string, _ map[string]s
 	case <-time.After(f.hold):
 	}
 	img := envs.Image{ID: "sha256:" + tag, Size: 1}
-	f.mu.Lock()
+	// The images are the fakeBuilder's, under its own lock (Inspect's).
+	f.fakeBuilder.mu.Lock()
 	f.images[tag] = img
+	f.fakeBuilder.mu.Unlock()
+	f.mu.Lock()
 	f.completedByReplic[r.name]++
 	f.mu.Unlock()
 	return img, nil

@@ -96,6 +96,14 @@ func (m *Manager) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		}
 		for _, info := range runtimes {
 			rec, known := byID[info.ID]
+			if known && rec.State == string(provider.StateCreating) {
+				// Its spawn was cut off and decided above, maybe before
+				// its runtime existed (a create still under way in the
+				// runtime when the server died): what holds now counts.
+				if cur, err := m.store.GetSandbox(ctx, info.ID); err == nil {
+					rec = cur
+				}
+			}
 			if !known && !m.owns(info) {
 				continue // another server's, or a legacy one this server does not claim
 			}
