@@ -152,13 +152,15 @@ pools:
 	rebuilt := time.Now()
 
 	// The replacement begins: the pool destroys its first member of the
-	// old build, after it saw the new one.
+	// old build, after it saw the new one. (Other sandboxes end too: a
+	// refill spawn that fails while the tag moves ends destroyed, before
+	// the pool has seen the new build.)
 	var switched time.Time
 	deadline := time.After(2 * time.Minute)
 	for switched.IsZero() {
 		select {
 		case e := <-events.ch:
-			if e.Type != "sandbox.destroyed" {
+			if e.Type != "sandbox.destroyed" || !slices.Contains(old, e.SandboxID) {
 				continue
 			}
 			switched = time.Now()
