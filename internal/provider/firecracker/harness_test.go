@@ -45,9 +45,34 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		testEnv.dir = dir
 		testEnv.setupErr = prepare(dir)
-		return m.Run()
+		code := m.Run()
+		if left := killLeftoverVMMs(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "WARNING: tests left %d fake VMM(s) running, killed: %v\n", len(left), left)
+		}
+		return code
 	}()
 	os.Exit(code)
+}
+
+// killLeftoverVMMs kills the fake VMMs of this test binary still running
+// (they run in sessions of their own, to outlive a server as real ones
+// do) with their process groups (the agents in them), and returns their PIDs.
+func killLeftoverVMMs() []int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	var left []int
+	for _, exe := range procs {
+		if target, err := os.Readlink(exe); err != nil || target != testEnv.fakeVMM {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(exe, "/proc/%d/exe", &pid); err != nil {
+			continue
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		left = append(left, pid)
+	}
+	return left
 }
 
 func prepare(dir string) error {
