@@ -10,7 +10,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/stacyvm/stacyvm/internal/provider"
 	"github.com/stacyvm/stacyvm/internal/provider/kubernetes/k8stest"
 )
 
@@ -77,21 +76,6 @@ func newProvider(t testing.TB, change func(*Config)) *Provider {
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
-}
-
-// spawn spawns spec on p, and destroys it when the test ends.
-func spawn(t *testing.T, p *Provider, spec provider.Spec) {
-	t.Helper()
-	if _, err := p.Spawn(t.Context(), spec); err != nil {
-		t.Fatalf("Spawn: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := p.Destroy(ctx, spec.ID); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-	})
 }
 
 // leftovers lists this run's pods, and deletes them.

@@ -175,7 +175,7 @@ func TestPodOnCluster(t *testing.T) {
 			ctx := t.Context()
 			id := providertest.NewID()
 			instance := "inst-" + env.runID
-			spawn(t, p, provider.Spec{ID: id, Image: busyboxImage, MemoryMB: 256, VCPUs: 2,
+			providertest.Spawn(t, p, provider.Spec{ID: id, Image: busyboxImage, MemoryMB: 256, VCPUs: 2,
 				Network: "none", Instance: instance, OwnerID: "owner-1"})
 
 			pod, err := p.pods().Get(ctx, podName(id), metav1.GetOptions{})

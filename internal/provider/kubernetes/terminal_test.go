@@ -19,7 +19,7 @@ func TestTerminal(t *testing.T) {
 				t.Fatal("the provider does not declare terminals")
 			}
 			id := providertest.NewID()
-			spawn(t, p, provider.Spec{ID: id, Image: busyboxImage})
+			providertest.Spawn(t, p, provider.Spec{ID: id, Image: busyboxImage})
 			terminaltest.Run(t, terminaltest.ForSandbox(p, id))
 		})
 	}

@@ -126,16 +126,7 @@ func spawn(t *testing.T, p *Provider, spec provider.Spec) string {
 	if spec.Image == "" {
 		spec.Image = prootest.Busybox
 	}
-	if _, err := p.Spawn(t.Context(), spec); err != nil {
-		t.Fatalf("Spawn: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := p.Destroy(ctx, spec.ID); err != nil {
-			t.Errorf("Destroy: %v", err)
-		}
-	})
+	providertest.Spawn(t, p, spec)
 	return spec.ID
 }
 
